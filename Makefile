@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:
+#   make demo   install, run the pipeline on the embedded default, launch the app
+#   make test   install, run the whole test suite
+PY      ?= python3
+VENV    ?= .venv
+VPY     := $(VENV)/bin/python
+CONFIG  ?= configs/demo.toml
+CATALOG ?= runs/demo/catalog.duckdb
+PORT    ?= 7860
+
+.PHONY: demo test install pipeline app clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install --upgrade pip >/dev/null
+	@# CPU torch first where no CUDA GPU is present, so no multi-GB CUDA wheels are pulled.
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA GPU found: installing the default torch build"; \
+	else \
+		$(VPY) -m pip install torch==2.13.0; \
+	fi
+	$(VPY) -m pip install -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+pipeline: install
+	$(VPY) -m precompute run --config $(CONFIG)
+
+app: install
+	@if [ -f app.py ]; then $(VPY) app.py --catalog $(CATALOG) --port $(PORT); \
+	else echo "app.py is not built yet (issue 9): the catalog is at $(CATALOG)"; fi
+
+demo: pipeline app
+
+test: install
+	$(VPY) -m pytest -q
+
+clean:
+	rm -rf runs/demo

@@ -1,0 +1,166 @@
+"""Typed configs loaded from TOML.
+
+A run config is one TOML file with one table per section (``[run]``, ``[model]``,
+``[dataset]``, ``[extract]``, ``[sae]``, ...). Each stage owns the dataclass of its
+own section and asks for it with :meth:`RunConfig.section`, so a stage that is
+not installed never breaks loading the others. Unknown keys in a *config* are an
+error (a typo must not silently fall back to a default); unknown keys in a saved
+*artifact* are ignored (see :func:`from_dict`), so old artifacts stay readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the project requires 3.10+, tomli is its backport
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or section is invalid; the message names the key and the fix."""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert TOML values to the annotated type where that is unambiguous."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    if origin in (tuple, list) and isinstance(value, (list, tuple)):
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is typing.Union and type(None) in args and value is not None:
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, strict: bool = True, where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``.
+
+    strict=True (configs) rejects unknown keys; strict=False (saved artifacts)
+    ignores them so that files written by newer versions still load.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    label = where or cls.__name__
+    if unknown and strict:
+        raise ConfigError(
+            f"[{label}] has unknown key(s) {unknown}; valid keys are {sorted(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{label}.{k}") for k, v in data.items() if k in names}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # missing required keys
+        raise ConfigError(f"[{label}] {exc}") from exc
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Dataclass -> JSON/TOML-friendly dict (Paths become strings, tuples lists)."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in dataclasses.asdict(obj).items()}
+
+
+def save_json(obj: Any, path: Path) -> None:
+    """Write a dataclass as pretty JSON (the ``cfg.json`` next to an artifact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_dict(obj), indent=2, sort_keys=True) + "\n")
+
+
+def load_json(cls: type[T], path: Path) -> T:
+    """Read a dataclass saved by :func:`save_json`, ignoring unknown keys."""
+    return from_dict(cls, json.loads(Path(path).read_text()), strict=False, where=str(path))
+
+
+@dataclass
+class RunSection:
+    """The ``[run]`` table shared by every stage."""
+
+    name: str = "demo"
+    """Short name of the run; used in SAE ids and the app's title."""
+    out_dir: Path = Path("runs/demo")
+    """Directory that receives every artifact of the run (activations, SAEs, catalog)."""
+    seed: int = 0
+    """Seed for every random choice in the pipeline (shuffles, inits, tie-breaks)."""
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ConfigError(f"[run].name {self.name!r} must be non-empty without '/', '\\' or spaces")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"[run].device {self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.out_dir / "catalog.duckdb"
+
+
+@dataclass
+class RunConfig:
+    """A parsed run config: the common ``[run]`` table plus the raw other tables."""
+
+    run: RunSection
+    raw: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+        return cls.from_raw(raw, path=path)
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any], path: Path | None = None) -> "RunConfig":
+        run = from_dict(RunSection, dict(raw.get("run", {})), where="run")
+        return cls(run=run, raw=raw, path=path)
+
+    def section(self, name: str, cls: type[T]) -> T:
+        """Typed view of table ``[name]``; missing table -> all defaults."""
+        data = self.raw.get(name, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"[{name}] must be a table, got {type(data).__name__}")
+        return from_dict(cls, dict(data), where=name)
+
+    def has(self, name: str) -> bool:
+        return name in self.raw
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,1 @@
+"""The precompute pipeline: one module per stage, dispatched by ``python -m precompute``."""

@@ -1,0 +1,222 @@
+"""Stage ``extract``: run the AudioLLM over a manifest and store residual-stream
+activations after each configured layer (``ard_core.store`` describes the layout).
+
+Resumable: the manifest is cut into fixed shards of ``clips_per_shard`` clips in
+manifest order; finished shards are skipped, a half-written one (``.tmp``) is
+redone. Multi-GPU: under ``torchrun`` each rank takes the shards ``i`` with
+``i % WORLD_SIZE == RANK`` and uses ``cuda:LOCAL_RANK``::
+
+    torchrun --nproc_per_node 4 -m precompute extract --config configs/qwen2-audio-7b.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ard_core.activations import run_and_capture
+from ard_core.audio import AudioError, load_audio
+from ard_core.catalog import ActivationIndexRow, Catalog, ClipRow, ModelRow
+from ard_core.config import ConfigError, RunConfig, resolve_device, save_json, to_dict
+from ard_core.datasets import ClipRecord, load_manifest
+from ard_core.models import AudioLLM, ModelConfig
+from ard_core.store import ActivationStore, ActivationWriter, StoreMeta, shard_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "Generate a detailed caption for the audio clip"
+
+
+@dataclass
+class ExtractConfig:
+    """The ``[extract]`` table."""
+
+    manifest: Path = Path("assets/corpus/manifest.csv")
+    """Manifest CSV of the clips to run (the mini corpus by default)."""
+    layers: list[int] = field(default_factory=lambda: [2, 4, 6])
+    """0-based decoder layers whose output (residual stream) is stored; layer l = HF hidden_states[l+1]."""
+    positions: str = "audio"
+    """'audio': keep only audio-token positions (the paper); 'all': every non-padding position."""
+    splits: list[str] = field(default_factory=lambda: ["train", "probe", "test"])
+    """Manifest splits to extract."""
+    prompt: str = DEFAULT_PROMPT
+    """User question placed after the audio. Audio positions precede it, so it does not change them."""
+    batch_size: int = 8
+    """Clips per forward pass."""
+    clips_per_shard: int = 256
+    """Clips per shard; the unit of resumption (and of work split between torchrun ranks)."""
+    store_dtype: str = "float16"
+    """On-disk dtype: 'float16' (default, half the disk) or 'float32'."""
+    drop_sinks: bool = False
+    """Drop high-norm 'attention sink' tokens (norm > sink_norm_factor x the clip's median norm)."""
+    sink_norm_factor: float = 10.0
+    """Threshold for drop_sinks, as a multiple of the clip's median token norm."""
+    max_clips: int | None = None
+    """Only the first N clips of the selected splits (quick runs); None = all."""
+
+    def __post_init__(self) -> None:
+        self.manifest = Path(self.manifest)
+        if not self.layers or any(l < 0 for l in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"[extract].layers {self.layers} must be distinct non-negative layer indices")
+        if self.positions not in ("audio", "all"):
+            raise ConfigError(f"[extract].positions {self.positions!r}: use 'audio' or 'all'")
+        if self.store_dtype not in ("float16", "float32"):
+            raise ConfigError(f"[extract].store_dtype {self.store_dtype!r}: use 'float16' or 'float32'")
+        for key in ("batch_size", "clips_per_shard"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[extract].{key} must be >= 1")
+        if self.sink_norm_factor <= 1:
+            raise ConfigError("[extract].sink_norm_factor must be > 1")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ConfigError("[extract].max_clips must be >= 1 (or left out for all clips)")
+        self.layers = sorted(self.layers)
+
+
+class ExtractResult(NamedTuple):
+    store: Path
+    n_clips: int
+    shards_written: int
+    shards_skipped: int
+    failed: list[dict]
+
+
+class DistInfo(NamedTuple):
+    rank: int
+    world: int
+    local_rank: int
+
+
+def dist_info() -> DistInfo:
+    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                    int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def select_clips(cfg: ExtractConfig) -> list[ClipRecord]:
+    records = [r for r in load_manifest(cfg.manifest) if r.split in cfg.splits]
+    return records[: cfg.max_clips] if cfg.max_clips else records
+
+
+def keep_mask(acts: np.ndarray, factor: float) -> np.ndarray:
+    """Tokens to keep when dropping attention sinks: norm <= factor * median norm."""
+    norms = np.linalg.norm(acts.astype(np.float32), axis=1)
+    return norms <= factor * np.median(norms)
+
+
+def extract_batch(
+    llm: AudioLLM, audios: Sequence[np.ndarray], prompt: str, layers: Sequence[int], positions: str
+) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """For each clip: {layer: (acts (T, d) float32, positions (T,))}."""
+    inputs = llm.prepare(list(audios), [prompt] * len(audios))
+    hidden = run_and_capture(llm, inputs, layers)
+    if positions == "audio":
+        mask = llm.audio_positions(inputs["input_ids"])
+    else:
+        mask = inputs["attention_mask"].bool()
+    out = []
+    for b in range(len(audios)):
+        idx = mask[b].nonzero(as_tuple=True)[0]
+        pos = np.arange(len(idx), dtype=np.int32)  # index within the clip's kept span
+        out.append({l: (hidden[l][b, idx].float().cpu().numpy(), pos) for l in layers})
+    return out
+
+
+def extract(run: RunConfig, model_cfg: ModelConfig, cfg: ExtractConfig, llm: AudioLLM | None = None) -> ExtractResult:
+    dist = dist_info()
+    device = resolve_device(run.run.device)
+    if device.startswith("cuda") and dist.world > 1:
+        device = f"cuda:{dist.local_rank}"
+    records = select_clips(cfg)
+    if not records:
+        raise ConfigError(f"no clips selected from {cfg.manifest} for splits {cfg.splits}")
+    if llm is None:
+        llm = model_cfg.load(device)
+    for layer in cfg.layers:
+        if layer >= llm.n_layers:
+            raise ConfigError(f"[extract].layers has {layer}, but {llm.name} has layers 0..{llm.n_layers - 1}")
+    root = run.run.out_dir / "activations"
+    prompt = llm.build_prompt(cfg.prompt)
+    meta = StoreMeta(model=llm.name, layers=list(cfg.layers), d_model=llm.d_model, positions=cfg.positions,
+                     dtype=cfg.store_dtype, drop_sinks=cfg.drop_sinks, sink_norm_factor=cfg.sink_norm_factor,
+                     prompt=prompt, extra={"model_path": model_cfg.name_or_path, "extract": to_dict(cfg)})
+    writer = ActivationWriter(root, meta)
+    save_json(cfg, root / "extract_cfg.json")
+    shards = [records[i : i + cfg.clips_per_shard] for i in range(0, len(records), cfg.clips_per_shard)]
+    mine = [i for i in range(len(shards)) if i % dist.world == dist.rank]
+    todo = [i for i in mine if not writer.is_done(i)]
+    skipped = len(mine) - len(todo)
+    if skipped:
+        log.info("resuming: %d of %d shard(s) already complete", skipped, len(mine))
+    n_todo = sum(len(shards[i]) for i in todo)
+    bar = tqdm(total=n_todo, unit="clip", desc=f"extract[{dist.rank}]" if dist.world > 1 else "extract")
+    t0 = time.perf_counter()
+    for si in todo:
+        clips = shards[si]
+        for b in range(0, len(clips), cfg.batch_size):
+            batch_recs, audios = [], []
+            for rec in clips[b : b + cfg.batch_size]:
+                try:
+                    audios.append(load_audio(rec.path, sr=llm.sampling_rate))
+                    batch_recs.append(rec)
+                except AudioError as exc:
+                    log.warning("clip %r skipped: %s", rec.clip_id, exc)
+                    writer.add_failure(rec.clip_id, str(exc))
+            if batch_recs:
+                for rec, per_layer in zip(batch_recs, extract_batch(llm, audios, prompt, cfg.layers, cfg.positions)):
+                    for layer, (acts, pos) in per_layer.items():
+                        if cfg.drop_sinks:
+                            keep = keep_mask(acts, cfg.sink_norm_factor)
+                            acts, pos = acts[keep], pos[keep]
+                        writer.add(rec.clip_id, layer, acts, pos)
+            bar.update(len(clips[b : b + cfg.batch_size]))
+            bar.set_postfix(clips_per_s=f"{bar.n / max(time.perf_counter() - t0, 1e-9):.1f}")
+        writer.commit(si)
+    bar.close()
+    if dist.world > 1 and torch.distributed.is_available():
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        torch.distributed.barrier()
+    store = ActivationStore(root)
+    if dist.rank == 0:
+        register(run, model_cfg, llm, store, records)
+    return ExtractResult(root, len(records), len(todo), skipped, store.failures())
+
+
+def register(run: RunConfig, model_cfg: ModelConfig, llm: AudioLLM, store: ActivationStore,
+             records: Sequence[ClipRecord]) -> None:
+    """Clips, model and activation index into the catalog (idempotent)."""
+    family = type(llm).__name__
+    with Catalog.open(run.run.catalog_path) as cat:
+        cat.upsert([ModelRow(llm.name, model_cfg.name_or_path, family, llm.n_layers, llm.d_model)])
+        cat.upsert([ClipRow(r.clip_id, r.dataset, r.split, str(r.path), float(r.duration_s), dict(r.labels), r.caption)
+                    for r in records])
+        cat.delete_where("activation_index", model=llm.name)
+        rows = [ActivationIndexRow(llm.name, row.layer, row.clip_id, shard, row.offset, row.n_tokens)
+                for layer in store.layers for row, shard in store.index_with_shards(layer)]
+        cat.upsert(rows)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    p.add_argument("--max-clips", type=int, default=None, help="override [extract].max_clips")
+
+
+def main(args: argparse.Namespace) -> int:
+    run = RunConfig.load(args.config)
+    cfg = run.section("extract", ExtractConfig)
+    if args.max_clips is not None:
+        cfg.max_clips = args.max_clips
+    res = extract(run, run.section("model", ModelConfig), cfg)
+    print(f"activations: {res.store}  clips: {res.n_clips}  shards written: {res.shards_written}  "
+          f"skipped (already complete): {res.shards_skipped}  failed clips: {len(res.failed)}")
+    for f in res.failed[:20]:
+        print(f"  failed {f['clip_id']}: {f['reason']}")
+    return 0

@@ -1,0 +1,91 @@
+"""Stage ``run``: every built pipeline stage in order, resumable stage by stage.
+
+A stage that finishes writes ``OUT_DIR/stages/NAME.done`` holding the hash of the
+config file; the next ``run`` with the same config skips it (``--force`` redoes
+everything, ``--from STAGE`` redoes from STAGE on). Inside a stage, resumption is
+the stage's own business (extraction skips finished shards, SAE training resumes
+from its checkpoint, ...). Stages whose issue has not landed yet are reported and
+skipped, so ``make demo`` always runs what exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import logging
+import time
+from pathlib import Path
+
+from ard_core.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+# Stages run by ``run``, in order. The tiny-model trainers are developer tools
+# (their outputs ship in assets/) and ``steer`` needs an audio file, so they are
+# not part of it.
+PIPELINE = ["dataset", "extract", "train-sae", "score", "describe", "evaluate", "lens", "steer-eval"]
+
+
+def config_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def marker(run: RunConfig, stage: str) -> Path:
+    return run.run.out_dir / "stages" / f"{stage}.done"
+
+
+def run_stage(stage: str, config: Path) -> int:
+    """Run one stage exactly as ``python -m precompute STAGE --config CONFIG`` would."""
+    from precompute.cli import STAGES
+
+    module = importlib.import_module(STAGES[stage].module)
+    parser = argparse.ArgumentParser(prog=f"precompute {stage}")
+    module.add_arguments(parser)
+    return int(module.main(parser.parse_args(["--config", str(config)])) or 0)
+
+
+def run_all(config: Path, force: bool = False, start: str | None = None) -> list[tuple[str, str]]:
+    """Returns (stage, outcome) pairs; outcome in {done, skipped, not built, failed}."""
+    from precompute.cli import STAGES, stage_available
+
+    run = RunConfig.load(config)
+    digest = config_hash(config)
+    outcomes: list[tuple[str, str]] = []
+    redo = force
+    for stage in PIPELINE:
+        if start is not None and stage == start:
+            redo = True
+        if not stage_available(stage):
+            print(f"[run] {stage}: not built yet (issue {STAGES[stage].issue}); skipped")
+            outcomes.append((stage, "not built"))
+            continue
+        done = marker(run, stage)
+        if not redo and done.is_file() and done.read_text().strip() == digest:
+            print(f"[run] {stage}: already complete for this config; skipped (use --force or --from {stage})")
+            outcomes.append((stage, "skipped"))
+            continue
+        print(f"[run] {stage}: starting")
+        t0 = time.perf_counter()
+        rc = run_stage(stage, config)
+        if rc != 0:
+            print(f"[run] {stage}: failed with exit code {rc}; later stages not run")
+            outcomes.append((stage, "failed"))
+            return outcomes
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(digest + "\n")
+        print(f"[run] {stage}: done in {time.perf_counter() - t0:.1f} s")
+        outcomes.append((stage, "done"))
+    return outcomes
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    p.add_argument("--force", action="store_true", help="redo every stage, even completed ones")
+    p.add_argument("--from", dest="start", choices=PIPELINE, help="redo from this stage on")
+
+
+def main(args: argparse.Namespace) -> int:
+    outcomes = run_all(Path(args.config), force=args.force, start=args.start)
+    print("[run] summary: " + ", ".join(f"{s}={o}" for s, o in outcomes))
+    return 1 if any(o == "failed" for _, o in outcomes) else 0

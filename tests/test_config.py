@@ -1,0 +1,66 @@
+"""Config loading: validation, unknown keys, defaults, artifact round trips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ard_core.config import ConfigError, RunConfig, from_dict, load_json, save_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Section:
+    a: int = 1
+    """an int"""
+    b: float = 0.5
+    """a float"""
+
+
+def test_unknown_key_is_an_error_naming_valid_keys():
+    with pytest.raises(ConfigError, match=r"\[s\] has unknown key\(s\) \['c'\]; valid keys are \['a', 'b'\]"):
+        from_dict(Section, {"c": 3}, where="s")
+
+
+def test_artifacts_ignore_unknown_keys(tmp_path):
+    save_json(Section(a=3, b=2.0), tmp_path / "cfg.json")
+    text = (tmp_path / "cfg.json").read_text().replace('"a": 3', '"a": 3, "from_the_future": 1')
+    (tmp_path / "cfg.json").write_text(text)
+    assert load_json(Section, tmp_path / "cfg.json") == Section(a=3, b=2.0)
+
+
+def test_int_becomes_float_and_section_defaults():
+    run = RunConfig.from_raw({"s": {"b": 2}})
+    assert run.section("s", Section) == Section(a=1, b=2.0)
+    assert run.section("missing", Section) == Section()
+    assert run.run.out_dir == Path("runs/demo")
+
+
+def test_run_section_validation(tmp_path):
+    with pytest.raises(ConfigError, match="device"):
+        RunConfig.from_raw({"run": {"device": "tpu"}})
+    with pytest.raises(ConfigError, match="name"):
+        RunConfig.from_raw({"run": {"name": "a b"}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\nname=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        RunConfig.load(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        RunConfig.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "qwen2-audio-7b.toml"])
+def test_shipped_configs_parse_for_every_built_stage(name):
+    """Every table in the shipped configs is valid for the stage that owns it."""
+    from ard_core.models import ModelConfig
+    from precompute.extract import ExtractConfig
+
+    run = RunConfig.load(REPO / "configs" / name)
+    run.section("model", ModelConfig)
+    ext = run.section("extract", ExtractConfig)
+    if name.startswith("qwen"):
+        assert ext.layers == [5, 16, 26]
+        assert run.section("model", ModelConfig).name_or_path == "Qwen/Qwen2-Audio-7B-Instruct"

@@ -1,0 +1,181 @@
+"""Stage 2 of AR&D: representativeness scores and each feature's top/bottom clips.
+
+For clip ``a`` (T tokens) and feature k, with z the SAE latents (eq. 2):
+
+    mu^k = (1/T) sum_t z_t^k          mean activation
+    c^k  = (1/T) sum_t 1[z_t^k > 0]    coverage
+    r^k  = mu^k * c^k                  representativeness ('ard')
+
+The baselines of Table 1 score with mu alone ('mean_act'), c alone ('coverage'),
+or run the same ard score on the raw neurons of x instead of SAE latents ('poly');
+'random' picks random clips (:func:`random_representatives`).
+
+Nothing here builds a dense (tokens, d_z) matrix: a clip's sums and counts come
+from its K active (index, value) pairs per token via ``bincount``, and the top-p
+and bottom-p clips of every feature are kept by merging each batch of clips into
+running (features, p) tables. Ties (most clips score exactly 0 for most
+features) are broken by a per-clip key hashed from (seed, clip_id), so the
+choice is deterministic and independent of clip order and batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+METHODS = ("ard", "mean_act", "coverage")
+
+
+class ClipStats(NamedTuple):
+    mean_act: torch.Tensor  # (B, F) mu
+    coverage: torch.Tensor  # (B, F) c
+    max_act: torch.Tensor  # (F,) max over all tokens of the batch
+    n_active: torch.Tensor  # (F,) tokens where the feature is > 0
+
+
+def clip_stats_sparse(acts: Sequence[torch.Tensor], indices: Sequence[torch.Tensor], n_features: int) -> ClipStats:
+    """Stats of B clips from their TopK latents: acts[b], indices[b] are (T_b, K)."""
+    B = len(acts)
+    sums = torch.zeros(B * n_features, dtype=torch.float64)
+    counts = torch.zeros(B * n_features, dtype=torch.float64)
+    max_act = torch.zeros(n_features, dtype=torch.float32)
+    lengths = torch.tensor([a.shape[0] for a in acts], dtype=torch.float64)
+    for b, (a, i) in enumerate(zip(acts, indices)):
+        a = a.detach().float().flatten().cpu()
+        flat = i.detach().flatten().cpu() + b * n_features
+        sums += torch.bincount(flat, weights=a.double(), minlength=B * n_features)
+        active = a > 0
+        counts += torch.bincount(flat[active], minlength=B * n_features).double()
+        if a.numel():
+            max_act = torch.maximum(max_act, torch.zeros(n_features).scatter_reduce(
+                0, i.detach().flatten().cpu(), a, reduce="amax", include_self=True))
+    sums = sums.view(B, n_features)
+    counts = counts.view(B, n_features)
+    denom = lengths.clamp(min=1).unsqueeze(1)
+    return ClipStats((sums / denom).float(), (counts / denom).float(), max_act, counts.sum(0))
+
+
+def clip_stats_dense(xs: Sequence[torch.Tensor]) -> ClipStats:
+    """Stats of B clips from dense activations (T_b, F): the 'poly' baseline on raw neurons."""
+    mus, covs = [], []
+    n_features = xs[0].shape[1]
+    max_act = torch.full((n_features,), -torch.inf)
+    n_active = torch.zeros(n_features, dtype=torch.float64)
+    for x in xs:
+        x = x.detach().float().cpu()
+        mus.append(x.mean(0))
+        covs.append((x > 0).float().mean(0))
+        max_act = torch.maximum(max_act, x.max(0).values)
+        n_active += (x > 0).sum(0).double()
+    return ClipStats(torch.stack(mus), torch.stack(covs), max_act, n_active)
+
+
+def score(method: str, mean_act: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    if method == "ard":
+        return mean_act * coverage
+    if method == "mean_act":
+        return mean_act
+    if method == "coverage":
+        return coverage
+    raise ValueError(f"unknown scoring method {method!r}; use one of {METHODS}")
+
+
+def tie_keys(clip_ids: Sequence[str], seed: int) -> torch.Tensor:
+    """A seeded pseudo-random int64 per clip, independent of order: the tie-break."""
+    keys = [int.from_bytes(hashlib.blake2b(f"{seed}:{c}".encode(), digest_size=7).digest(), "big")
+            for c in clip_ids]
+    return torch.tensor(keys, dtype=torch.int64)
+
+
+class Selection(NamedTuple):
+    """Per feature, p examples (rank 0 = most representative for 'top', least for 'bottom')."""
+
+    clip_index: torch.Tensor  # (F, p) int64 into the scorer's clip list; -1 where fewer clips
+    score: torch.Tensor  # (F, p)
+    mean_act: torch.Tensor  # (F, p)
+    coverage: torch.Tensor  # (F, p)
+
+
+class _Table:
+    """Running best-p per feature under the order (score desc or asc, tie key asc)."""
+
+    def __init__(self, n_features: int, p: int, descending: bool) -> None:
+        self.descending = descending
+        sentinel = -torch.inf if descending else torch.inf
+        self.score = torch.full((n_features, 0), sentinel)
+        self.key = torch.zeros((n_features, 0), dtype=torch.int64)
+        self.idx = torch.zeros((n_features, 0), dtype=torch.int64)
+        self.mu = torch.zeros((n_features, 0))
+        self.cov = torch.zeros((n_features, 0))
+        self.p = p
+
+    def merge(self, score: torch.Tensor, key: torch.Tensor, idx: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> None:
+        """score/mu/cov: (F, B); key/idx: (B,)."""
+        F, B = score.shape
+        s = torch.cat([self.score, score], 1)
+        k = torch.cat([self.key, key.expand(F, B)], 1)
+        i = torch.cat([self.idx, idx.expand(F, B)], 1)
+        m = torch.cat([self.mu, mu], 1)
+        c = torch.cat([self.cov, cov], 1)
+        # lexicographic sort: by key, then (stable) by score
+        order = k.argsort(dim=1, stable=True)
+        s, k, i, m, c = (t.gather(1, order) for t in (s, k, i, m, c))
+        order = s.argsort(dim=1, descending=self.descending, stable=True)[:, : self.p]
+        self.score, self.key, self.idx, self.mu, self.cov = (t.gather(1, order) for t in (s, k, i, m, c))
+
+    def selection(self) -> Selection:
+        F, have = self.score.shape
+        pad = self.p - have
+        if pad <= 0:
+            return Selection(self.idx, self.score, self.mu, self.cov)
+        nan = torch.full((F, pad), torch.nan)
+        return Selection(torch.cat([self.idx, torch.full((F, pad), -1)], 1), torch.cat([self.score, nan], 1),
+                         torch.cat([self.mu, nan], 1), torch.cat([self.cov, nan], 1))
+
+
+class RepresentativeSelector:
+    """Feed batches of clip stats; get the top-p and bottom-p clips per feature and method."""
+
+    def __init__(self, n_features: int, p: int = 4, methods: Sequence[str] = METHODS, seed: int = 0) -> None:
+        for m in methods:
+            score(m, torch.zeros(1), torch.zeros(1))  # validates the name
+        self.n_features, self.p, self.seed = n_features, p, seed
+        self.top = {m: _Table(n_features, p, descending=True) for m in methods}
+        self.bottom = {m: _Table(n_features, p, descending=False) for m in methods}
+        self.clip_ids: list[str] = []
+        self.n_active = torch.zeros(n_features, dtype=torch.float64)
+        self.n_tokens = 0
+        self.max_act = torch.full((n_features,), -torch.inf)
+
+    def update(self, clip_ids: Sequence[str], stats: ClipStats, n_tokens: int) -> None:
+        start = len(self.clip_ids)
+        self.clip_ids.extend(clip_ids)
+        idx = torch.arange(start, start + len(clip_ids))
+        key = tie_keys(clip_ids, self.seed)
+        mu, cov = stats.mean_act.T.contiguous(), stats.coverage.T.contiguous()  # (F, B)
+        for m in self.top:
+            r = score(m, mu, cov)
+            self.top[m].merge(r, key, idx, mu, cov)
+            self.bottom[m].merge(r, key, idx, mu, cov)
+        self.n_active += stats.n_active
+        self.n_tokens += n_tokens
+        self.max_act = torch.maximum(self.max_act, stats.max_act)
+
+    def result(self, method: str) -> tuple[Selection, Selection]:
+        return self.top[method].selection(), self.bottom[method].selection()
+
+    @property
+    def density(self) -> torch.Tensor:
+        """(F,) fraction of all tokens on which each feature is active."""
+        return (self.n_active / max(self.n_tokens, 1)).float()
+
+
+def random_representatives(n_clips: int, n_features: int, p: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 'random' baseline: (F, p) random top and (F, p) random bottom clip indices, disjoint per feature."""
+    g = torch.Generator().manual_seed(seed)
+    need = min(2 * p, n_clips)
+    picks = torch.stack([torch.randperm(n_clips, generator=g)[:need] for _ in range(n_features)])
+    return picks[:, :p], picks[:, p:need]

@@ -73,6 +73,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX feature_examples_clip ON feature_examples (clip_id);
     """,
+    # 2: AudioLens summaries (Table II/III) and the enrichment sweep (Fig. 5)
+    """
+    CREATE TABLE lens_summary (
+        model VARCHAR, track VARCHAR, prompt_format VARCHAR, accuracy DOUBLE, critical_layer DOUBLE,
+        n INTEGER, n_labels INTEGER,
+        PRIMARY KEY (model, track, prompt_format)
+    );
+    CREATE TABLE lens_enrichment (
+        model VARCHAR, track VARCHAR, method VARCHAR, lam DOUBLE, seed INTEGER, source_layer INTEGER,
+        accuracy DOUBLE, n INTEGER,
+        PRIMARY KEY (model, track, method, lam, seed)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -200,6 +213,29 @@ class LensScoreRow:
 
 
 @dataclass
+class LensSummaryRow:
+    model: str
+    track: str
+    prompt_format: str
+    accuracy: float
+    critical_layer: float | None
+    n: int
+    n_labels: int
+
+
+@dataclass
+class LensEnrichmentRow:
+    model: str
+    track: str
+    method: str
+    lam: float
+    seed: int
+    source_layer: int | None
+    accuracy: float
+    n: int
+
+
+@dataclass
 class EvaluationRow:
     table_name: str
     method: str
@@ -239,6 +275,8 @@ _TABLE_OF: dict[type, str] = {
     FeatureRow: "features",
     FeatureExampleRow: "feature_examples",
     LensScoreRow: "lens_scores",
+    LensSummaryRow: "lens_summary",
+    LensEnrichmentRow: "lens_enrichment",
     EvaluationRow: "evaluations",
     SteeringResultRow: "steering_results",
     AnnotationRow: "annotations",
@@ -254,6 +292,8 @@ _PRIMARY_KEY: dict[str, tuple[str, ...]] = {
     "features": ("sae_id", "feature"),
     "feature_examples": ("method", "sae_id", "feature", "kind", "rank"),
     "lens_scores": ("model", "track", "prompt_format", "position", "subset", "layer"),
+    "lens_summary": ("model", "track", "prompt_format"),
+    "lens_enrichment": ("model", "track", "method", "lam", "seed"),
     "evaluations": ("table_name", "method", "sae_id", "metric"),
     "steering_results": ("mapping", "method", "sae_id", "feature", "value", "judge"),
     "annotations": ("annotator", "session_id", "sae_id", "feature"),

@@ -1,0 +1,43 @@
+"""The lens stage end to end on the tiny random model: tables, figures, catalog rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile as sf
+
+from ard_core.catalog import Catalog, LensEnrichmentRow, LensScoreRow, LensSummaryRow
+from ard_core.config import RunConfig
+from ard_core.datasets import ClipRecord, save_manifest
+from ard_core.models import ModelConfig
+from conftest import tone
+from precompute.lens import LensConfig, lens
+
+
+def test_lens_stage_writes_tables_and_figures(tmp_path, tiny_model_dir, tiny_llm):
+    recs = []
+    for i in range(12):
+        p = tmp_path / f"s{i}.wav"
+        sf.write(p, tone(0.6, 150 + 40 * i, seed=i), 16000)
+        recs.append(ClipRecord(f"s{i}", p, "t", "test", 0.6, {"gender": ["male", "female"][i % 2]}, "x"))
+    manifest = save_manifest(recs, tmp_path / "m.csv")
+    run = RunConfig.from_raw({"run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
+                              "model": {"name_or_path": str(tiny_model_dir)}})
+    cfg = LensConfig(tracks=["gender"], batch_size=5, enrich_gap=2, enrich_lambdas=[0.0, 1.0], random_seeds=2)
+    out = lens(run, run.section("model", ModelConfig), manifest, cfg, llm=tiny_llm)
+    text = (out / "README.md").read_text()
+    assert "Table II" in text and "Pearson r" in text
+    for png in ("fig2_formats.png", "fig3_correct_incorrect.png", "fig4_positions.png", "fig5_enrichment.png"):
+        assert (out / png).stat().st_size > 1000
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        summary = cat.rows(LensSummaryRow)
+        assert [(s.track, s.prompt_format) for s in summary] == [("gender", "P1"), ("gender", "P2"), ("gender", "P3")]
+        scores = cat.rows(LensScoreRow, "position = 'last' AND subset = 'all' AND prompt_format = 'P3'")
+        assert [s.layer for s in scores] == list(range(1, tiny_llm.n_layers + 1))
+        # accuracy in the summary is the last layer's information score over all samples
+        p3 = next(s for s in summary if s.prompt_format == "P3")
+        assert np.isclose(scores[-1].score, p3.accuracy) and scores[-1].n == 12
+        enr = cat.rows(LensEnrichmentRow)
+        assert {r.method for r in enr} == {"info_score", "random_layer"}
+        assert len([r for r in enr if r.method == "random_layer"]) == 2 * 2
+        # lambda = 0 is no enrichment at all: every method gives the plain accuracy on the same test set
+        assert len({r.accuracy for r in enr if r.lam == 0.0}) == 1

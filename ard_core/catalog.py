@@ -86,6 +86,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (model, track, method, lam, seed)
     );
     """,
+    # 3: caches and per-method results of the score / describe / evaluate stages
+    """
+    CREATE TABLE clip_embeddings (
+        embedder VARCHAR, clip_id VARCHAR, embedding FLOAT[],
+        PRIMARY KEY (embedder, clip_id)
+    );
+    CREATE TABLE clip_captions (
+        model VARCHAR, clip_id VARCHAR, caption VARCHAR,
+        PRIMARY KEY (model, clip_id)
+    );
+    CREATE TABLE method_scores (
+        method VARCHAR, sae_id VARCHAR, feature INTEGER, seed INTEGER, monosemanticity DOUBLE, rank INTEGER,
+        PRIMARY KEY (method, sae_id, feature, seed)
+    );
+    CREATE TABLE method_concepts (
+        method VARCHAR, sae_id VARCHAR, feature INTEGER, seed INTEGER, name VARCHAR, description VARCHAR,
+        PRIMARY KEY (method, sae_id, feature, seed)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -236,6 +255,40 @@ class LensEnrichmentRow:
 
 
 @dataclass
+class ClipEmbeddingRow:
+    embedder: str
+    clip_id: str
+    embedding: list[float]
+
+
+@dataclass
+class ClipCaptionRow:
+    model: str
+    clip_id: str
+    caption: str
+
+
+@dataclass
+class MethodScoreRow:
+    method: str
+    sae_id: str
+    feature: int
+    seed: int
+    monosemanticity: float | None
+    rank: int
+
+
+@dataclass
+class MethodConceptRow:
+    method: str
+    sae_id: str
+    feature: int
+    seed: int
+    name: str
+    description: str
+
+
+@dataclass
 class EvaluationRow:
     table_name: str
     method: str
@@ -277,6 +330,10 @@ _TABLE_OF: dict[type, str] = {
     LensScoreRow: "lens_scores",
     LensSummaryRow: "lens_summary",
     LensEnrichmentRow: "lens_enrichment",
+    ClipEmbeddingRow: "clip_embeddings",
+    ClipCaptionRow: "clip_captions",
+    MethodScoreRow: "method_scores",
+    MethodConceptRow: "method_concepts",
     EvaluationRow: "evaluations",
     SteeringResultRow: "steering_results",
     AnnotationRow: "annotations",
@@ -294,6 +351,10 @@ _PRIMARY_KEY: dict[str, tuple[str, ...]] = {
     "lens_scores": ("model", "track", "prompt_format", "position", "subset", "layer"),
     "lens_summary": ("model", "track", "prompt_format"),
     "lens_enrichment": ("model", "track", "method", "lam", "seed"),
+    "clip_embeddings": ("embedder", "clip_id"),
+    "clip_captions": ("model", "clip_id"),
+    "method_scores": ("method", "sae_id", "feature", "seed"),
+    "method_concepts": ("method", "sae_id", "feature", "seed"),
     "evaluations": ("table_name", "method", "sae_id", "metric"),
     "steering_results": ("mapping", "method", "sae_id", "feature", "value", "judge"),
     "annotations": ("annotator", "session_id", "sae_id", "feature"),

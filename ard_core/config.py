@@ -34,6 +34,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Convert TOML values to the annotated type where that is unambiguous."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):  # a nested table
+        return from_dict(hint, value, where=where)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is Path and isinstance(value, str):

@@ -10,6 +10,12 @@ from ard_core.catalog import (
     SCHEMA_VERSION,
     AnnotationRow,
     Catalog,
+    ClipCaptionRow,
+    ClipEmbeddingRow,
+    LensEnrichmentRow,
+    LensSummaryRow,
+    MethodConceptRow,
+    MethodScoreRow,
     CatalogError,
     ClipRow,
     EvaluationRow,
@@ -34,6 +40,13 @@ ROWS = [
     [EvaluationRow("table1", "ard", "tiny-audiollm-l5-e8", "f1", 0.5, None)],
     [SteeringResultRow("female->male", "ard", "tiny-audiollm-l5-e8", 3, 8.0, "label_prob", 0.61, 100)],
     [AnnotationRow("ann1", "s1", "tiny-audiollm-l5-e8", 3, "women talking", 4)],
+    [LensSummaryRow("tiny-audiollm", "gender", "P3", 0.9, 6.5, 288, 2)],
+    [LensEnrichmentRow("tiny-audiollm", "animal", "info_score", 1.25, 0, 3, 0.5, 96),
+     LensEnrichmentRow("tiny-audiollm", "animal", "random_layer", 1.25, 1, None, 0.4, 96)],
+    [ClipEmbeddingRow("hf:tiny-clap", "a", [0.25, -0.5, 1.0])],
+    [ClipCaptionRow("tiny-audiollm", "a", "a woman speaking")],
+    [MethodScoreRow("coverage", "tiny-audiollm-l5-e8", 3, 0, 2.5, 1)],
+    [MethodConceptRow("random", "tiny-audiollm-l5-e8", 3, 4, "dog", "dogs")],
 ]
 
 

@@ -64,3 +64,17 @@ def test_shipped_configs_parse_for_every_built_stage(name):
     if name.startswith("qwen"):
         assert ext.layers == [5, 16, 26]
         assert run.section("model", ModelConfig).name_or_path == "Qwen/Qwen2-Audio-7B-Instruct"
+
+
+def test_nested_tables_build_nested_dataclasses():
+    from dataclasses import field
+
+    @dataclass
+    class Outer:
+        inner: Section = field(default_factory=Section)
+        """nested"""
+
+    run = RunConfig.from_raw({"o": {"inner": {"a": 5}}})
+    assert run.section("o", Outer).inner == Section(a=5, b=0.5)
+    with pytest.raises(ConfigError, match=r"\[o.inner\] has unknown key"):
+        RunConfig.from_raw({"o": {"inner": {"zz": 1}}}).section("o", Outer)

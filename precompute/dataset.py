@@ -1,0 +1,135 @@
+"""``python -m precompute dataset``: the probing dataset of a run.
+
+kind = "mini" (the embedded default): the corpus committed under
+``[dataset].corpus_dir`` is verified against ``[dataset.mini]`` (settings,
+manifest hash, every file's rate/channels/duration) and its manifest is copied
+into the run directory; nothing is synthesized, so no root or espeak-ng is
+needed. ``--rebuild`` regenerates the corpus from scratch into ``corpus_dir``
+(needs Debian's ``espeak-ng`` for the speech clips; see assets/corpus/DATA.md).
+
+kind = "sources": the real datasets listed as ``[[dataset.sources]]`` tables
+(``loader = "wavcaps" | "iemocap" | "fsd50k" | "sakura" | "audiobench" |
+"folder" | "manifest"`` plus that loader's arguments) are loaded and merged
+into one manifest in the run directory.
+
+Either way the stage writes ``<out_dir>/dataset/manifest.csv`` and
+``<out_dir>/dataset/summary.json`` (clips per track, label and split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ard_core.config import ConfigError, RunConfig, from_dict, save_json
+from ard_core.datasets import TRACKS, ClipRecord, manifest_hash, save_manifest
+from ard_core.datasets.loaders import LOADERS
+from ard_core.datasets.mini import CorpusMismatch, MiniCorpusConfig, build_corpus, verify_corpus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetConfig:
+    """The ``[dataset]`` table."""
+
+    kind: str = "mini"
+    """'mini' (the embedded corpus) or 'sources' (real datasets listed in [[dataset.sources]])."""
+    corpus_dir: Path = Path("assets/corpus")
+    """Folder of the built mini corpus (manifest.csv, build.json, clips/, sources/)."""
+    sources_dir: Path = Path("assets/corpus/sources")
+    """Real recordings the mini corpus is made from (animals/*.mp3, sfx/*.wav); read by --rebuild."""
+    mini: MiniCorpusConfig = field(default_factory=MiniCorpusConfig)
+    """Build settings of the mini corpus ([dataset.mini])."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """For kind='sources': tables with 'loader' and that loader's keyword arguments."""
+
+    def __post_init__(self) -> None:
+        self.corpus_dir, self.sources_dir = Path(self.corpus_dir), Path(self.sources_dir)
+        if isinstance(self.mini, dict):
+            self.mini = from_dict(MiniCorpusConfig, self.mini, where="dataset.mini")
+        if self.kind not in ("mini", "sources"):
+            raise ConfigError(f"[dataset].kind {self.kind!r}: use 'mini' or 'sources'")
+        if self.kind == "sources" and not self.sources:
+            raise ConfigError("[dataset].kind = 'sources' needs at least one [[dataset.sources]] table")
+        for i, src in enumerate(self.sources):
+            where = f"[[dataset.sources]] #{i + 1}"
+            name = src.get("loader")
+            if name not in LOADERS:
+                raise ConfigError(f"{where}: loader {name!r}; use one of {sorted(LOADERS)}")
+            try:
+                inspect.signature(LOADERS[name]).bind(**{k: v for k, v in src.items() if k != "loader"})
+            except TypeError as exc:
+                params = list(inspect.signature(LOADERS[name]).parameters)
+                raise ConfigError(f"{where} ({name}): {exc}; its arguments are {params}") from exc
+
+
+def load_sources(sources: list[dict[str, Any]]) -> list[ClipRecord]:
+    """Load and concatenate every [[dataset.sources]] entry; clip ids must stay unique."""
+    records: list[ClipRecord] = []
+    for src in sources:
+        kwargs = {k: v for k, v in src.items() if k != "loader"}
+        got = LOADERS[src["loader"]](**kwargs)
+        log.info("%s: %d clips", src["loader"], len(got))
+        records += got
+    dupes = [k for k, n in Counter(r.clip_id for r in records).items() if n > 1]
+    if dupes:
+        raise ConfigError(f"[[dataset.sources]] give duplicate clip ids (e.g. {dupes[:3]}); "
+                          "set a distinct 'dataset' name or drop the overlapping source")
+    return records
+
+
+def summarize(records: list[ClipRecord]) -> dict[str, Any]:
+    """Counts per split, and per track -> label -> split."""
+    tracks: dict[str, dict[str, dict[str, int]]] = {}
+    for rec in records:
+        for track in TRACKS:
+            for label in rec.label_set(track):
+                tracks.setdefault(track, {}).setdefault(label, Counter())[rec.split] += 1
+    return {
+        "n_clips": len(records),
+        "splits": dict(sorted(Counter(r.split for r in records).items())),
+        "total_duration_s": round(sum(r.duration_s for r in records), 1),
+        "max_duration_s": max((r.duration_s for r in records), default=0.0),
+        "tracks": {t: {lab: dict(sorted(c.items())) for lab, c in sorted(labs.items())}
+                   for t, labs in tracks.items()},
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="run config (TOML)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="regenerate the mini corpus from scratch into [dataset].corpus_dir "
+                             "(needs espeak-ng; see assets/corpus/DATA.md)")
+    parser.add_argument("--decode", action="store_true",
+                        help="when verifying, decode every clip fully instead of reading headers")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = RunConfig.load(args.config)
+    dcfg = cfg.section("dataset", DatasetConfig)
+    out = cfg.run.out_dir / "dataset"
+    if dcfg.kind == "mini":
+        if args.rebuild:
+            records = build_corpus(dcfg.mini, dcfg.corpus_dir, dcfg.sources_dir)
+        else:
+            try:
+                records = verify_corpus(dcfg.mini, dcfg.corpus_dir, decode=args.decode)
+            except CorpusMismatch as exc:
+                log.error("%s", exc)
+                return 1
+            log.info("verified %d clips of the corpus in %s", len(records), dcfg.corpus_dir)
+    else:
+        records = load_sources(dcfg.sources)
+    manifest = save_manifest(records, out / "manifest.csv")
+    summary = summarize(records) | {"manifest_sha256": manifest_hash(records, out)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save_json(dcfg, out / "cfg.json")
+    log.info("dataset: %d clips %s -> %s", len(records), summary["splits"], manifest)
+    return 0

@@ -127,7 +127,9 @@ class EndpointError(RuntimeError):
 
 
 @dataclass
-class OpenAISummarizer:
+class ChatEndpoint:
+    """A client of an OpenAI-compatible ``/chat/completions`` endpoint with retries."""
+
     base_url: str
     model: str
     api_key_env: str = "OPENAI_API_KEY"
@@ -160,14 +162,21 @@ class OpenAISummarizer:
         hint = "" if os.environ.get(self.api_key_env) else f" (no API key in ${self.api_key_env})"
         raise EndpointError(f"chat endpoint {url} (model {self.model!r}) failed: {last}{hint}")
 
-    def summarize(self, captions: Sequence[str]) -> Concept:
-        out = self._post({"model": self.model, "messages": summary_messages(captions),
-                          "temperature": self.temperature, "max_tokens": 120})
+    def chat(self, messages: list[dict[str, str]], max_tokens: int = 120) -> str:
+        out = self._post({"model": self.model, "messages": messages, "temperature": self.temperature,
+                          "max_tokens": max_tokens})
         try:
-            text = out["choices"][0]["message"]["content"]
+            return out["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
             raise EndpointError(f"chat endpoint {self.base_url} returned no choices[0].message.content: {str(out)[:300]}") from exc
-        return parse_concept(text)
+
+
+@dataclass
+class OpenAISummarizer(ChatEndpoint):
+    """Names concepts through an OpenAI-compatible endpoint (e.g. Llama-3-70B-Instruct on vLLM)."""
+
+    def summarize(self, captions: Sequence[str]) -> Concept:
+        return parse_concept(self.chat(summary_messages(captions)))
 
 
 # -- local transformers LM ----------------------------------------------------------------
@@ -216,6 +225,9 @@ class SummarizerConfig:
             raise ConfigError(f"summarizer backend {self.backend!r}: use consensus, openai or transformers")
         if self.timeout_s <= 0 or self.retries < 0:
             raise ConfigError("summarizer timeout_s must be > 0 and retries >= 0")
+
+    def endpoint(self) -> ChatEndpoint:
+        return ChatEndpoint(self.base_url, self.model, self.api_key_env, self.timeout_s, self.retries)
 
     def build(self, device: str = "cpu") -> Summarizer:
         if self.backend == "consensus":

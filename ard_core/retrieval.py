@@ -39,21 +39,15 @@ class ClipStats(NamedTuple):
 def clip_stats_sparse(acts: Sequence[torch.Tensor], indices: Sequence[torch.Tensor], n_features: int) -> ClipStats:
     """Stats of B clips from their TopK latents: acts[b], indices[b] are (T_b, K)."""
     B = len(acts)
-    sums = torch.zeros(B * n_features, dtype=torch.float64)
-    counts = torch.zeros(B * n_features, dtype=torch.float64)
-    max_act = torch.zeros(n_features, dtype=torch.float32)
     lengths = torch.tensor([a.shape[0] for a in acts], dtype=torch.float64)
-    for b, (a, i) in enumerate(zip(acts, indices)):
-        a = a.detach().float().flatten().cpu()
-        flat = i.detach().flatten().cpu() + b * n_features
-        sums += torch.bincount(flat, weights=a.double(), minlength=B * n_features)
-        active = a > 0
-        counts += torch.bincount(flat[active], minlength=B * n_features).double()
-        if a.numel():
-            max_act = torch.maximum(max_act, torch.zeros(n_features).scatter_reduce(
-                0, i.detach().flatten().cpu(), a, reduce="amax", include_self=True))
-    sums = sums.view(B, n_features)
-    counts = counts.view(B, n_features)
+    a = torch.cat([x.detach().reshape(-1).float().cpu() for x in acts])
+    i = torch.cat([x.detach().reshape(-1).cpu() for x in indices])
+    clip_of = torch.repeat_interleave(torch.arange(B), torch.tensor([x.numel() for x in acts]))
+    flat = clip_of * n_features + i  # one bin per (clip, feature); each clip's entries keep their order
+    sums = torch.bincount(flat, weights=a.double(), minlength=B * n_features).view(B, n_features)
+    active = a > 0
+    counts = torch.bincount(flat[active], minlength=B * n_features).view(B, n_features).double()
+    max_act = torch.zeros(n_features).scatter_reduce(0, i, a, reduce="amax", include_self=True)
     denom = lengths.clamp(min=1).unsqueeze(1)
     return ClipStats((sums / denom).float(), (counts / denom).float(), max_act, counts.sum(0))
 

@@ -82,3 +82,42 @@ def tone(seconds: float, freq: float = 440.0, sr: int = 16000, noise: float = 0.
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
     return (0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def build_tiny_clap(folder: Path, seed: int = 0) -> Path:
+    """Save a random tiny LAION-style ClapModel (+ processor) to ``folder``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(["a man speaking", "a woman speaking", "a dog barking", "a siren wailing"],
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
+    tokenizer = RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                     unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    # 32 mel bins and spec_size 128: HTSAT folds time into frequency by 128 // 32 = 4, so up to
+    # 512 frames (~5 s at hop 480 / 48 kHz) fit; "rand_trunc" gives the 1-channel input.
+    fe = ClapFeatureExtractor(feature_size=32, sampling_rate=48000, max_length_s=2, fft_window_size=1024,
+                              hop_length=480, truncation="rand_trunc", padding="repeatpad")
+    config = ClapConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id),
+        audio_config=dict(num_mel_bins=32, spec_size=128, patch_size=4, patch_stride=[4, 4], window_size=4,
+                          patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2], hidden_size=32,
+                          enable_fusion=False),
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    ClapModel(config).eval().save_pretrained(folder)
+    ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny-clap"))

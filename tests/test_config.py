@@ -58,11 +58,22 @@ def test_shipped_configs_parse_for_every_built_stage(name):
     from ard_core.models import ModelConfig
     from precompute.extract import ExtractConfig
 
+    from precompute.describe import DescribeConfig
+    from precompute.evaluate import EvaluateConfig
+    from precompute.lens import LensConfig
+    from precompute.score import ScoreConfig
+    from precompute.steer_eval import SteerEvalConfig
+
     run = RunConfig.load(REPO / "configs" / name)
     run.section("model", ModelConfig)
+    for table, cls in (("score", ScoreConfig), ("describe", DescribeConfig), ("evaluate", EvaluateConfig),
+                       ("lens", LensConfig), ("steer_eval", SteerEvalConfig)):
+        assert run.has(table), f"{name} has no [{table}] table"
+        run.section(table, cls)
     ext = run.section("extract", ExtractConfig)
     if name.startswith("qwen"):
         assert ext.layers == [5, 16, 26]
+        assert run.section("score", ScoreConfig).top_c == 5000 and run.section("score", ScoreConfig).p == 4
         assert run.section("model", ModelConfig).name_or_path == "Qwen/Qwen2-Audio-7B-Instruct"
 
 

@@ -1,0 +1,217 @@
+"""Steering by clamping SAE features (AR&D Fig. 2), live and in batch.
+
+At the SAE's layer, for the chosen positions: x -> pre-TopK latents; feature k's
+pre-activation is set to (or increased by) the steering value; TopK; decode to
+x_hat'. With ``keep_error`` (default) the layer output becomes
+``x + (x_hat' - x_hat)``, i.e. x_hat' plus the SAE's reconstruction error
+x - x_hat, written so that an unchanged latent vector gives x back bit for bit.
+Without it (the paper's variant) the output is x_hat'.
+
+When the steered feature was already among the K active latents, the output
+moves only along its decoder row. When it was not, TopK makes room by dropping
+the weakest latent, as Fig. 2 does, and that latent's direction moves too.
+
+Positions: ``audio`` (audio tokens), ``prompt`` (every prompt token), and
+``generated`` (each token produced during generation; with a KV cache those
+forwards see one new position at a time). The ``poly`` baseline clamps raw
+neuron i of x instead of an SAE feature.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator, Mapping, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from ard_core.activations import _hidden
+from ard_core.models.base import AudioLLM
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ard_core.catalog import Catalog
+
+POSITION_KINDS = ("audio", "prompt", "generated")
+
+
+@dataclass
+class SteerSpec:
+    """One SAE (or raw-neuron basis) and the features to steer on it."""
+
+    layer: int
+    """0-based decoder layer the SAE reads (its output is edited)."""
+    values: dict[int, float]
+    """feature (or neuron, for poly) -> steering value."""
+    sae: torch.nn.Module | None = None
+    """A TopKSAE; None steers raw neurons of x (the 'poly' baseline)."""
+    mode: str = "set"
+    """'set' the pre-activation to the value, or 'add' the value to it."""
+    keep_error: bool = True
+    """Keep the SAE's reconstruction error (x - x_hat), so only the steered concept moves."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("set", "add"):
+            raise ValueError(f"steering mode {self.mode!r}: use 'set' or 'add'")
+        for k, v in self.values.items():
+            if not np.isfinite(v):
+                raise ValueError(f"steering value for feature {k} is {v}; it must be a finite number")
+        n = self.sae.cfg.d_sae if self.sae is not None else None
+        for k in self.values:
+            if k < 0 or (n is not None and k >= n):
+                raise ValueError(f"feature {k} does not exist (the SAE has {n} features)")
+
+
+def _edit(values: torch.Tensor, spec: SteerSpec) -> torch.Tensor:
+    """Apply set/add of spec.values to the last dim of ``values`` (n, F)."""
+    out = values.clone()
+    idx = torch.tensor(list(spec.values), device=values.device)
+    vals = torch.tensor(list(spec.values.values()), dtype=values.dtype, device=values.device)
+    out[:, idx] = vals if spec.mode == "set" else out[:, idx] + vals
+    return out
+
+
+def steer_vectors(x: torch.Tensor, spec: SteerSpec) -> torch.Tensor:
+    """(n, d) residual vectors -> steered (n, d)."""
+    if spec.sae is None:
+        return _edit(x, spec)  # poly: raw neurons
+    sae = spec.sae
+    pre = sae.pre_acts(x)
+    base = sae.decode(*sae.topk(pre))
+    steered = sae.decode(*sae.topk(_edit(pre, spec)))
+    if spec.keep_error:
+        return (x.to(steered.dtype) + (steered - base)).to(x.dtype)
+    return steered.to(x.dtype)
+
+
+class _HookState:
+    def __init__(self) -> None:
+        self.position_mask: torch.Tensor | None = None  # (B, S) for the prefill forward
+        self.steer_generated = False
+
+
+@contextmanager
+def steering(llm: AudioLLM, specs: Sequence[SteerSpec], positions: Sequence[str], input_ids: torch.Tensor,
+             attention_mask: torch.Tensor | None = None) -> Iterator[None]:
+    """Hooks that steer ``specs`` at ``positions`` for every forward inside the block.
+
+    The prefill forward (the whole prompt) is steered at the audio and/or prompt
+    positions of ``input_ids``; later one-token forwards (generation with a KV
+    cache) are steered when 'generated' is among ``positions``.
+    """
+    bad = [p for p in positions if p not in POSITION_KINDS]
+    if bad:
+        raise ValueError(f"steering positions {bad} unknown; use {list(POSITION_KINDS)}")
+    real = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+    mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    if "prompt" in positions:
+        mask |= real
+    if "audio" in positions:
+        mask |= llm.audio_positions(input_ids)
+    prefill_len = input_ids.shape[1]
+    handles = []
+    for spec in specs:
+        if not 0 <= spec.layer < llm.n_layers:
+            raise ValueError(f"steering layer {spec.layer} out of range 0..{llm.n_layers - 1}")
+
+        def hook(_m: torch.nn.Module, _in: object, out: object, spec: SteerSpec = spec):  # noqa: ANN202
+            h = _hidden(out)
+            if h.shape[1] == prefill_len:
+                sel = mask.to(h.device)
+            elif "generated" in positions:
+                sel = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+            else:
+                return None
+            if not sel.any():
+                return None
+            h = h.clone()
+            h[sel] = steer_vectors(h[sel], spec)
+            return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+
+        handles.append(llm.layers[spec.layer].register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class RunOutput(NamedTuple):
+    text: str
+    label_probs: dict[str, float] | None  # next-token probability of each label at the last prompt position
+    lens: np.ndarray | None  # (L, Y) per-layer label probabilities (full softmax) at the last position
+
+
+class SteerResult(NamedTuple):
+    original: RunOutput
+    steered: RunOutput
+
+
+@torch.inference_mode()
+def _run(llm: AudioLLM, inputs: dict, max_new_tokens: int, labels: Sequence[str] | None,
+         label_ids: Sequence[int] | None, with_lens: bool) -> RunOutput:
+    probs = lens_arr = None
+    if label_ids is not None:
+        if with_lens:
+            from ard_core.lens import logit_lens
+
+            out = logit_lens(llm, inputs, label_ids, positions=(-1,), full_softmax=True)
+            lens_arr = out.label_probs[0, :, 0].cpu().numpy()
+            last = lens_arr[-1]
+        else:
+            logits = llm.model(**inputs, use_cache=False).logits[0, -1].float()
+            last = torch.softmax(logits, -1)[torch.as_tensor(list(label_ids))].cpu().numpy()
+        probs = {l: float(p) for l, p in zip(labels or [], last)}
+    gen = llm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=llm.tokenizer.pad_token_id)
+    text = llm.tokenizer.decode(gen[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return RunOutput(text.strip(), probs, lens_arr)
+
+
+def steer(
+    llm: AudioLLM,
+    audio: np.ndarray,
+    prompt: str,
+    specs: Sequence[SteerSpec],
+    positions: Sequence[str] = ("audio", "prompt", "generated"),
+    max_new_tokens: int = 32,
+    labels: Sequence[str] | None = None,
+    with_lens: bool = False,
+) -> SteerResult:
+    """Original and steered generations (greedy) for one clip and a built prompt.
+
+    ``labels`` (e.g. ['male', 'female']) adds their next-token probabilities at the
+    last prompt position for both runs, and ``with_lens`` the per-layer lens of them.
+    """
+    inputs = llm.prepare([audio], [prompt])
+    label_ids = None
+    if labels:
+        from ard_core.prompts import label_token_ids
+
+        label_ids = label_token_ids(llm.tokenizer, labels)
+    original = _run(llm, inputs, max_new_tokens, labels, label_ids, with_lens)
+    with steering(llm, specs, positions, inputs["input_ids"], inputs.get("attention_mask")):
+        steered = _run(llm, inputs, max_new_tokens, labels, label_ids, with_lens)
+    return SteerResult(original, steered)
+
+
+def specs_for_features(cat: "Catalog", values: Mapping[str, float], mode: str = "set", keep_error: bool = True,
+                       device: str = "cpu", cache: dict | None = None) -> list[SteerSpec]:
+    """{"SAE_ID/K": value} -> one SteerSpec per SAE, loading each SAE once (``cache`` keeps them)."""
+    from ard_core.catalog import SaeRow, parse_feature_ref
+    from ard_core.sae import TopKSAE
+
+    cache = {} if cache is None else cache
+    grouped: dict[str, dict[int, float]] = {}
+    for ref, value in values.items():
+        fr = parse_feature_ref(ref)
+        grouped.setdefault(fr.sae_id, {})[fr.feature] = float(value)
+    specs = []
+    for sae_id, vals in grouped.items():
+        rows = cat.rows(SaeRow, "sae_id = ?", [sae_id])
+        if not rows:
+            raise ValueError(f"SAE {sae_id!r} is not in the catalog; see the saes table for the available ids")
+        if sae_id not in cache:
+            cache[sae_id] = TopKSAE.load(rows[0].path, device=device).eval()
+        specs.append(SteerSpec(layer=rows[0].layer, values=vals, sae=cache[sae_id], mode=mode, keep_error=keep_error))
+    return specs

@@ -1,0 +1,269 @@
+"""Stage ``score``: representative clips and monosemanticity for every SAE (AR&D 2.2-2.3).
+
+For each SAE in the catalog, the probing clips' activations stream from the
+store through the SAE; per clip and feature, mu, c and r = mu * c come from the
+K active latents (``ard_core.retrieval``), and the top-p / bottom-p clips of every
+feature are kept for each scoring method ('ard', 'mean_act', 'coverage'), plus
+'poly' (the same ard score on the raw neurons of x at that layer) and 'random'
+(random p clips for the ard top-C features, one draw per seed).
+
+Monosemanticity (eqs. 3-4) uses CLAP audio embeddings computed once per clip
+and cached in the catalog (``clip_embeddings``). Features are ranked by it; the
+top C of each method are the ones the describe/evaluate stages name and score.
+
+Activation over time of an example is NOT stored: the app recomputes it on
+demand from the activation store (one clip through the SAE is milliseconds), which
+keeps the catalog small (p x 2 x d_z sequences per SAE would dominate it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ard_core.audio import load_audio
+from ard_core.catalog import (
+    Catalog,
+    ClipEmbeddingRow,
+    ClipRow,
+    FeatureExampleRow,
+    FeatureRow,
+    MethodScoreRow,
+    SaeRow,
+)
+from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
+from ard_core.monosemanticity import DEFAULT_EPS, monosemanticity, rank_features
+from ard_core.retrieval import (
+    METHODS,
+    RepresentativeSelector,
+    Selection,
+    clip_stats_dense,
+    clip_stats_sparse,
+    random_representatives,
+)
+from ard_core.sae import TopKSAE
+from ard_core.store import ActivationStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreConfig:
+    """The ``[score]`` table."""
+
+    p: int = 4
+    """Top and bottom clips kept per feature (the paper's p)."""
+    top_c: int = 5000
+    """Features kept by monosemanticity (the paper's C); scale it to the SAE size."""
+    splits: list[str] = field(default_factory=lambda: ["train", "probe"])
+    """Manifest splits forming the probing dataset."""
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    """Scoring methods over SAE latents: 'ard' (mu x c), 'mean_act', 'coverage'."""
+    poly: bool = True
+    """Also score the raw neurons of x (the 'Poly. Feats.' baseline)."""
+    random_seeds: int = 10
+    """Draws of the 'Rand. Rep.' baseline (the paper averages 10)."""
+    batch_clips: int = 64
+    """Clips per scoring step."""
+    clap_backend: str = "hf"
+    """CLAP backend for monosemanticity: 'hf' (transformers ClapModel) or 'msclap'."""
+    clap_model: str = "assets/models/tiny-clap"
+    """ClapModel folder or hub id (hf), or msclap version."""
+    eps: float = DEFAULT_EPS
+    """epsilon of eq. 4."""
+
+    def __post_init__(self) -> None:
+        if self.p < 2:
+            raise ConfigError("[score].p must be >= 2 (monosemanticity needs pairs)")
+        if self.top_c < 1 or self.batch_clips < 1 or self.random_seeds < 0:
+            raise ConfigError("[score].top_c and batch_clips must be >= 1, random_seeds >= 0")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or "ard" not in self.methods:
+            raise ConfigError(f"[score].methods must include 'ard' and only use {list(METHODS)}; got {self.methods}")
+        if self.clap_backend not in ("hf", "msclap"):
+            raise ConfigError(f"[score].clap_backend {self.clap_backend!r}: use 'hf' or 'msclap'")
+
+
+class ScoreResult(NamedTuple):
+    saes: list[str]
+    n_clips: int
+    n_embedded: int
+
+
+def embedder_name(cfg: ScoreConfig) -> str:
+    return f"{cfg.clap_backend}:{cfg.clap_model}"
+
+
+def select(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int, cfg: ScoreConfig, seed: int,
+           sae: TopKSAE | None, desc: str) -> RepresentativeSelector:
+    """Stream the probing clips of ``layer`` through ``sae`` (None: raw neurons) into a selector."""
+    methods = cfg.methods if sae is not None else ["ard"]
+    sel = RepresentativeSelector(n_features, p=cfg.p, methods=methods, seed=seed)
+    ids: list[str] = []
+    xs: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if not ids:
+            return
+        if sae is None:
+            stats = clip_stats_dense(xs)
+        else:
+            with torch.inference_mode():
+                lat = sae.encode(torch.cat(xs).to(sae.device))
+            splits = [len(x) for x in xs]
+            stats = clip_stats_sparse(list(lat.acts.split(splits)), list(lat.indices.split(splits)), n_features)
+        sel.update(ids, stats, sum(len(x) for x in xs))
+        ids.clear()
+        xs.clear()
+
+    for clip_id, acts in tqdm(store.iter_clips(layer), total=len(store.index(layer)), desc=desc, leave=False):
+        if clip_id not in clip_ids or len(acts) == 0:
+            continue
+        ids.append(clip_id)
+        xs.append(torch.from_numpy(acts.astype(np.float32)))
+        if len(ids) >= cfg.batch_clips:
+            flush()
+    flush()
+    return sel
+
+
+def ensure_embeddings(cat: Catalog, clips: dict[str, ClipRow], needed: set[str], cfg: ScoreConfig,
+                      device: str) -> dict[str, np.ndarray]:
+    """CLAP audio embeddings of ``needed`` clips, computing and caching the missing ones."""
+    name = embedder_name(cfg)
+    have = {r["clip_id"]: np.asarray(r["embedding"], np.float32) for r in cat.query(
+        "SELECT clip_id, embedding FROM clip_embeddings WHERE embedder = ?", [name])}
+    missing = sorted(needed - set(have))
+    if missing:
+        from ard_core.clap import load_clap
+
+        clap = load_clap(cfg.clap_backend, cfg.clap_model, device=device)
+        emb = clap.embed_audio([load_audio(clips[c].path) for c in missing])
+        cat.upsert([ClipEmbeddingRow(name, c, e.astype(np.float32).tolist()) for c, e in zip(missing, emb)])
+        have.update(zip(missing, emb.astype(np.float32)))
+    return have
+
+
+def gather(emb: dict[str, np.ndarray], clip_ids: list[str], index: torch.Tensor) -> torch.Tensor:
+    """(F, p) clip indices -> (F, p, D) embeddings."""
+    table = np.stack([emb[c] for c in clip_ids])
+    return torch.from_numpy(table[index.clamp(min=0).numpy()])
+
+
+def example_rows(method: str, sae_id: str, features: Sequence[int], top: Selection, bottom: Selection,
+                 clip_ids: list[str]) -> list[FeatureExampleRow]:
+    rows = []
+    for kind, s in (("top", top), ("bottom", bottom)):
+        for f in features:
+            for rank in range(s.clip_index.shape[1]):
+                ci = int(s.clip_index[f, rank])
+                if ci >= 0:
+                    rows.append(FeatureExampleRow(method, sae_id, int(f), kind, rank, clip_ids[ci],
+                                                  float(s.score[f, rank]), float(s.mean_act[f, rank]),
+                                                  float(s.coverage[f, rank])))
+    return rows
+
+
+def score_sae(cat: Catalog, store: ActivationStore, sae_row: SaeRow, clips: dict[str, ClipRow], probe_ids: set[str],
+              cfg: ScoreConfig, seed: int, device: str, poly: RepresentativeSelector | None) -> None:
+    """Score one SAE; ``poly`` is the raw-neuron selector of its layer (shared by the layer's SAEs)."""
+    sae = TopKSAE.load(sae_row.path, device=device).eval()
+    sel = select(store, sae_row.layer, probe_ids, sae_row.d_sae, cfg, seed, sae, f"score {sae_row.sae_id}")
+    ids = sel.clip_ids
+    # every clip any method may show or embed
+    needed: set[str] = set()
+    results = {m: sel.result(m) for m in cfg.methods}
+    for top, bottom in results.values():
+        for s in (top, bottom):
+            needed |= {ids[i] for i in s.clip_index.flatten().tolist() if i >= 0}
+    randoms = [random_representatives(len(ids), sae_row.d_sae, cfg.p, seed + 1000 * s) for s in range(cfg.random_seeds)]
+    for rt, rb in randoms:
+        needed |= {ids[i] for i in torch.cat([rt, rb]).flatten().tolist()}
+    if poly is not None:
+        pt, pb = poly.result("ard")
+        needed |= {poly.clip_ids[i] for i in torch.cat([pt.clip_index, pb.clip_index]).flatten().tolist() if i >= 0}
+    emb = ensure_embeddings(cat, clips, needed, cfg, device)
+
+    score_rows: list[MethodScoreRow] = []
+    example_rows_all: list[FeatureExampleRow] = []
+    ard_ms = None
+    for m, (top, bottom) in results.items():
+        ms = monosemanticity(gather(emb, ids, top.clip_index), gather(emb, ids, bottom.clip_index), cfg.eps)
+        kept, rank = rank_features(ms, cfg.top_c)
+        score_rows += [MethodScoreRow(m, sae_row.sae_id, f, 0, _num(ms[f]), int(rank[f])) for f in range(len(ms))]
+        # ard: every feature's examples (the app shows any feature); baselines: their top C
+        shown = range(sae_row.d_sae) if m == "ard" else kept.tolist()
+        example_rows_all += example_rows(m, sae_row.sae_id, shown, top, bottom, ids)
+        if m == "ard":
+            ard_ms, ard_rank, ard_kept = ms, rank, kept
+    for s, (rt, rb) in enumerate(randoms):  # random representatives of the ard top-C features
+        ms = monosemanticity(gather(emb, ids, rt[ard_kept]), gather(emb, ids, rb[ard_kept]), cfg.eps)
+        score_rows += [MethodScoreRow("random", sae_row.sae_id, int(f), s, _num(v), int(ard_rank[f]))
+                       for f, v in zip(ard_kept.tolist(), ms)]
+        for kind, picks in (("top", rt), ("bottom", rb)):
+            example_rows_all += [FeatureExampleRow(f"random:{s}", sae_row.sae_id, int(f), kind, r, ids[int(picks[f, r])],
+                                                   float("nan"), float("nan"), float("nan"))
+                                 for f in ard_kept.tolist() for r in range(picks.shape[1])]
+    if poly is not None:
+        pt, pb = poly.result("ard")
+        pids = poly.clip_ids
+        ms = monosemanticity(gather(emb, pids, pt.clip_index), gather(emb, pids, pb.clip_index), cfg.eps)
+        kept, rank = rank_features(ms, min(cfg.top_c, sae_row.d_in))
+        score_rows += [MethodScoreRow("poly", sae_row.sae_id, f, 0, _num(ms[f]), int(rank[f])) for f in range(len(ms))]
+        example_rows_all += example_rows("poly", sae_row.sae_id, kept.tolist(), pt, pb, pids)
+
+    density, max_act = sel.density, sel.max_act
+    features = [FeatureRow(sae_row.sae_id, f, None, None, _num(ard_ms[f]), int(ard_rank[f]), float(density[f]),
+                           _num(max_act[f]) if torch.isfinite(max_act[f]) else None) for f in range(sae_row.d_sae)]
+    for table in ("features", "feature_examples", "method_scores"):
+        cat.delete_where(table, sae_id=sae_row.sae_id)
+    cat.upsert(features)
+    cat.upsert(example_rows_all)
+    cat.upsert(score_rows)
+
+
+def _num(x: torch.Tensor | float) -> float | None:
+    v = float(x)
+    return None if np.isnan(v) else v
+
+
+def score(run: RunConfig, cfg: ScoreConfig) -> ScoreResult:
+    device = resolve_device(run.run.device)
+    store = ActivationStore(run.run.out_dir / "activations")
+    out = run.run.out_dir / "score"
+    save_json(cfg, out / "score_cfg.json")
+    with Catalog.open(run.run.catalog_path) as cat:
+        clips = {c.clip_id: c for c in cat.rows(ClipRow)}
+        probe_ids = {c for c, r in clips.items() if r.split in cfg.splits}
+        if not probe_ids:
+            raise ConfigError(f"no clips of splits {cfg.splits} in the catalog; run the extract stage first")
+        saes = cat.rows(SaeRow, "model = ?", [store.meta.model])
+        if not saes:
+            raise ConfigError(f"no SAEs for model {store.meta.model!r} in the catalog; run train-sae first")
+        polys: dict[int, RepresentativeSelector] = {}
+        for row in saes:
+            if cfg.poly and row.layer not in polys:
+                polys[row.layer] = select(store, row.layer, probe_ids, row.d_in, cfg, run.run.seed, None,
+                                          f"poly l{row.layer}")
+            score_sae(cat, store, row, clips, probe_ids, cfg, run.run.seed, device, polys.get(row.layer))
+            log.info("scored %s", row.sae_id)
+        n_emb = cat.count("clip_embeddings")
+    return ScoreResult([s.sae_id for s in saes], len(probe_ids), n_emb)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+
+
+def main(args: argparse.Namespace) -> int:
+    run = RunConfig.load(args.config)
+    res = score(run, run.section("score", ScoreConfig))
+    print(f"scored {len(res.saes)} SAE(s) on {res.n_clips} probing clips: {', '.join(res.saes)}; "
+          f"{res.n_embedded} clip embeddings cached")
+    return 0

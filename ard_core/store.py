@@ -165,6 +165,7 @@ class ActivationStore:
             p for p in self.root.iterdir() if p.is_dir() and p.name.startswith(SHARD_PREFIX) and not p.name.endswith(".tmp")
         )
         self._index: dict[int, list[tuple[IndexRow, Path]]] | None = None
+        self._by_clip: dict[tuple[int, str], tuple[IndexRow, Path]] | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -187,6 +188,15 @@ class ActivationStore:
                     index[int(l)].append((IndexRow(c, int(l), int(o), int(n)), shard))
             self._index = index
         return self._index
+
+    def _lookup(self, layer: int, clip_id: str) -> tuple[IndexRow, Path]:
+        if self._by_clip is None:
+            self._by_clip = {(l, row.clip_id): (row, shard) for l, rows in self._load_index().items()
+                             for row, shard in rows}
+        try:
+            return self._by_clip[(layer, clip_id)]
+        except KeyError:
+            raise KeyError(f"clip {clip_id!r} is not in the store at layer {layer}") from None
 
     def index(self, layer: int) -> list[IndexRow]:
         self._check_layer(layer)
@@ -222,18 +232,14 @@ class ActivationStore:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def clip_tokens(self, layer: int, clip_id: str) -> np.ndarray:
-        """(T, d) float16 activations of one clip."""
-        for row, shard in self._load_index()[layer]:
-            if row.clip_id == clip_id:
-                return np.array(self.shard_array(shard, layer)[row.offset : row.offset + row.n_tokens])
-        raise KeyError(f"clip {clip_id!r} is not in the store at layer {layer}")
+        """(T, d) activations of one clip, in the store's dtype."""
+        row, shard = self._lookup(layer, clip_id)
+        return np.array(self.shard_array(shard, layer)[row.offset : row.offset + row.n_tokens])
 
     def clip_positions(self, layer: int, clip_id: str) -> np.ndarray:
-        for row, shard in self._load_index()[layer]:
-            if row.clip_id == clip_id:
-                pos = np.load(shard / positions_file(layer), mmap_mode="r")
-                return np.array(pos[row.offset : row.offset + row.n_tokens])
-        raise KeyError(f"clip {clip_id!r} is not in the store at layer {layer}")
+        row, shard = self._lookup(layer, clip_id)
+        pos = np.load(shard / positions_file(layer), mmap_mode="r")
+        return np.array(pos[row.offset : row.offset + row.n_tokens])
 
     def iter_clips(self, layer: int) -> Iterator[tuple[str, np.ndarray]]:
         """(clip_id, (T, d) float16) in index order, one shard in memory at a time."""

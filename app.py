@@ -1,0 +1,51 @@
+"""Launch the AR&D workbench on a catalog.
+
+    python app.py --catalog runs/demo/catalog.duckdb [--model PATH_OR_ID] [--port 7860]
+
+The catalog is opened read-only; annotations go to a sibling file
+(``<catalog stem>.annotations.duckdb``). The model (default: the one the catalog was
+built from) is loaded once, on the GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="AR&D workbench: browse SAE concepts, read the logit lens, steer, annotate")
+    p.add_argument("--catalog", default="runs/demo/catalog.duckdb", help="catalog made by `python -m precompute run`")
+    p.add_argument("--model", default=None,
+                   help="AudioLLM folder or hub id for the Steer tab (default: the catalog's model)")
+    p.add_argument("--no-model", action="store_true", help="start without a model (the Steer tab is disabled)")
+    p.add_argument("--device", default="auto", help="'auto' (GPU when present), 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 to serve the network)")
+    p.add_argument("--annotations", default=None,
+                   help="annotations file (default: <catalog stem>.annotations.duckdb beside the catalog)")
+    p.add_argument("--clap", default=None, help="CLAP model folder for the annotation summary "
+                                                "(default: assets/models/tiny-clap when present)")
+    p.add_argument("--bertscore", default=None, help="local encoder folder (e.g. roberta-large) for BERTScore")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ard_core.catalog import CatalogError
+    from ard_core.ui.app import create_app, launch
+
+    try:
+        app = create_app(args.catalog, args.model, load_model=not args.no_model, annotations_path=args.annotations,
+                         device=args.device, clap=args.clap, bertscore=args.bertscore)
+    except (CatalogError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    launch(app, port=args.port, host=args.host)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

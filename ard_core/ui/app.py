@@ -1,0 +1,112 @@
+"""Builds the whole app from the tabs, and launches it.
+
+``create_app`` opens the catalog read-only, loads the model once, renders every
+tab (``render``) and wires its events (``listen``). Cross-tab wiring lives here:
+opening a feature from the Concepts table, and the deep link
+``?feature=SAE_ID/K`` (also ``?tab=lens`` etc.), read from the page request.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import gradio as gr
+
+from ard_core.ui import annotate, concepts, evaluation, feature, lens, steer
+from ard_core.ui.common import guard
+from ard_core.ui.context import AppContext
+from ard_core.ui.theme import CSS, theme
+
+log = logging.getLogger(__name__)
+
+TABS = {"concepts": "Concepts", "feature": "Feature", "lens": "Lens", "steer": "Steer", "annotate": "Annotate",
+        "evaluation": "Evaluation"}
+
+
+class App(NamedTuple):
+    demo: gr.Blocks
+    ctx: AppContext
+
+
+def header(ctx: AppContext) -> str:
+    n = ctx.query("SELECT (SELECT count(*) FROM saes) AS saes, (SELECT count(*) FROM features) AS features, "
+                  "(SELECT count(*) FROM features WHERE name IS NOT NULL AND trim(name) <> '') AS named, "
+                  "(SELECT count(*) FROM clips) AS clips")[0]
+    model = f"model **{ctx.llm.name}** on {ctx.device}" if ctx.llm is not None else "no model loaded"
+    return ("# AR&D workbench\n"
+            f"Catalog `{ctx.catalog_path}` · {n['saes']} SAEs · {n['features']:,} features ({n['named']:,} named) · "
+            f"{n['clips']:,} clips · {model}")
+
+
+def create_app(catalog_path: str | Path | None = None, model: str | None = None, *, ctx: AppContext | None = None,
+               **open_kw: Any) -> App:
+    """The app on ``catalog_path`` (or a ready ``ctx``); ``open_kw`` go to :meth:`AppContext.open`."""
+    if ctx is None:
+        if catalog_path is None:
+            raise ValueError("give catalog_path or ctx")
+        ctx = AppContext.open(catalog_path, model, **open_kw)
+    with gr.Blocks(title="AR&D workbench", analytics_enabled=False) as demo:
+        gr.Markdown(header(ctx), elem_id="ard-header")
+        with gr.Tabs(selected="concepts", elem_id="ard-tabs") as tabs:
+            with gr.Tab(TABS["concepts"], id="concepts", elem_id="tab-concepts"):
+                cw = concepts.render(ctx)
+            with gr.Tab(TABS["feature"], id="feature", elem_id="tab-feature"):
+                fw = feature.render(ctx)
+            with gr.Tab(TABS["lens"], id="lens", elem_id="tab-lens"):
+                lw = lens.render(ctx)
+            with gr.Tab(TABS["steer"], id="steer", elem_id="tab-steer"):
+                sw = steer.render(ctx)
+            # render_children: the saved annotator name is filled in on page load, before the tab is opened
+            with gr.Tab(TABS["annotate"], id="annotate", elem_id="tab-annotate", render_children=True):
+                aw = annotate.render(ctx)
+            with gr.Tab(TABS["evaluation"], id="evaluation", elem_id="tab-evaluation"):
+                ew = evaluation.render(ctx)
+
+        feature_outs = feature.outputs(fw) + [tabs]
+
+        @guard
+        def open_ref(ref: str) -> list[Any]:
+            return feature.show(ctx, ref) + [gr.Tabs(selected="feature")]
+
+        def open_feature(trigger: Callable, to_ref: Callable, inputs: list) -> None:
+            """Wire ``trigger`` so that ``to_ref(*inputs)`` names the feature to open in the Feature tab."""
+            trigger(guard(to_ref), inputs, [fw.ref], api_visibility="private", show_progress="hidden").success(
+                open_ref, [fw.ref], feature_outs, api_visibility="private")
+
+        concepts.listen(ctx, cw, open_feature)
+        feature.listen(ctx, fw)
+        lens.listen(ctx, lw)
+        steer.listen(ctx, sw)
+        annotate.listen(ctx, aw, demo)
+        evaluation.listen(ctx, ew)
+
+        @guard
+        def deep_link(request: gr.Request) -> list[Any]:
+            params = dict(request.query_params) if request is not None else {}
+            skip = [gr.skip()] * (len(feature_outs) - 1)
+            if params.get("feature"):
+                return feature.show(ctx, params["feature"]) + [gr.Tabs(selected="feature")]
+            tab = params.get("tab")
+            return skip + [gr.Tabs(selected=tab) if tab in TABS else gr.skip()]
+
+        demo.load(deep_link, None, feature_outs, api_visibility="private")
+
+        def feature_api(ref: str) -> dict:
+            """A feature as JSON: name, scores, top/bottom clips with their activation over time."""
+            return guard(feature.feature_json)(ctx, ref)
+
+        gr.api(feature_api, api_name="feature")
+    return App(demo, ctx)
+
+
+def build_app(catalog_path: str | Path, model: str | None = None, **open_kw: Any) -> gr.Blocks:
+    return create_app(catalog_path, model, **open_kw).demo
+
+
+def launch(app: App, port: int = 7860, host: str = "127.0.0.1", **kw: Any) -> None:
+    """Serve the app. Only the catalog's clip folders are served as files (``allowed_paths``)."""
+    app.demo.queue(default_concurrency_limit=4)
+    app.demo.launch(server_name=host, server_port=port, theme=theme(), css=CSS,
+                    allowed_paths=app.ctx.allowed_paths(), show_error=False, footer_links=["api", "gradio"], **kw)

@@ -1,0 +1,212 @@
+"""Concepts tab: a searchable, sortable, paged table of every scored SAE feature.
+
+Selecting a row opens the feature page (wired in :func:`listen`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from ard_core.ui.common import guard
+from ard_core.ui.context import AppContext, UserError
+
+ALL = "All"
+COLUMNS = ["feature", "name", "description", "layer", "SAE", "monosemanticity", "rank", "density"]
+DATATYPES = ["str", "str", "str", "number", "str", "number", "number", "number"]
+SORTS = {  # label -> SQL expression (a whitelist: never interpolate user text)
+    "rank": "f.rank",
+    "monosemanticity": "f.monosemanticity",
+    "density": "f.density",
+    "layer": "s.layer",
+    "feature": "f.feature",
+    "name": "lower(f.name)",
+}
+PAGE_SIZES = [10, 25, 50, 100]
+
+
+@dataclass
+class ConceptQuery:
+    text: str = ""
+    """Free text: every word must appear in the name or description (or be the feature index / SAE_ID/K)."""
+    sae_id: str = ALL
+    layer: str = ALL
+    min_monosemanticity: float = 0.0
+    named_only: bool = False
+    sort: str = "rank"
+    descending: bool = False
+    page: int = 1
+    page_size: int = 25
+
+
+class ConceptPage(NamedTuple):
+    table: pd.DataFrame
+    total: int
+    page: int
+    n_pages: int
+    refs: list[str]
+
+    @property
+    def summary(self) -> str:
+        if self.total == 0:
+            return "No features match."
+        return f"{self.total:,} features · page {self.page} of {self.n_pages}"
+
+
+def filter_options(ctx: AppContext) -> tuple[list[str], list[str]]:
+    """(SAE ids, layers) for the filter dropdowns, each led by 'All'."""
+    saes = [r["sae_id"] for r in ctx.query("SELECT sae_id FROM saes ORDER BY layer, expansion, sae_id")]
+    layers = [str(r["layer"]) for r in ctx.query("SELECT DISTINCT layer FROM saes ORDER BY layer")]
+    return [ALL] + saes, [ALL] + layers
+
+
+def _where(q: ConceptQuery) -> tuple[str, list]:
+    clauses, params = [], []
+    if q.sae_id and q.sae_id != ALL:
+        clauses.append("f.sae_id = ?")
+        params.append(q.sae_id)
+    if q.layer and q.layer != ALL:
+        try:
+            params.append(int(q.layer))
+        except ValueError:
+            raise UserError(f"layer filter {q.layer!r} is not a number") from None
+        clauses.append("s.layer = ?")
+    if q.min_monosemanticity and q.min_monosemanticity > 0:
+        clauses.append("f.monosemanticity >= ?")
+        params.append(float(q.min_monosemanticity))
+    if q.named_only:
+        clauses.append("f.name IS NOT NULL AND f.name <> ''")
+    for word in (q.text or "").split():
+        if "/" in word:
+            clauses.append("(f.sae_id || '/' || CAST(f.feature AS VARCHAR)) = ?")
+            params.append(word)
+        elif word.lstrip("#").isdigit():
+            clauses.append("(f.name ILIKE ? OR f.description ILIKE ? OR f.feature = ?)")
+            params += [f"%{word}%", f"%{word}%", int(word.lstrip("#"))]
+        else:
+            clauses.append("(f.name ILIKE ? OR f.description ILIKE ?)")
+            params += [f"%{word}%", f"%{word}%"]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def search_features(ctx: AppContext, q: ConceptQuery) -> ConceptPage:
+    if q.sort not in SORTS:
+        raise UserError(f"cannot sort by {q.sort!r}; choose one of {list(SORTS)}")
+    size = max(1, min(int(q.page_size), 500))
+    where, params = _where(q)
+    base = "FROM features f JOIN saes s ON s.sae_id = f.sae_id" + where
+    total = int(ctx.query(f"SELECT count(*) AS n {base}", params)[0]["n"])
+    n_pages = max(1, math.ceil(total / size))
+    page = min(max(1, int(q.page)), n_pages)
+    order = f"{SORTS[q.sort]} {'DESC' if q.descending else 'ASC'} NULLS LAST, s.layer, f.sae_id, f.feature"
+    rows = ctx.query(
+        "SELECT f.sae_id, f.feature, f.name, f.description, s.layer, f.monosemanticity, f.rank, f.density "
+        f"{base} ORDER BY {order} LIMIT ? OFFSET ?", params + [size, (page - 1) * size])
+    refs = [f"{r['sae_id']}/{r['feature']}" for r in rows]
+    table = pd.DataFrame(
+        [[ref, r["name"] or "", r["description"] or "", r["layer"], r["sae_id"],
+          None if r["monosemanticity"] is None else round(float(r["monosemanticity"]), 3), r["rank"],
+          None if r["density"] is None else round(float(r["density"]), 4)]
+         for ref, r in zip(refs, rows)], columns=COLUMNS)
+    return ConceptPage(table, total, page, n_pages, refs)
+
+
+# -- widgets ------------------------------------------------------------------------------
+@dataclass
+class ConceptsWidgets:
+    text: gr.Textbox
+    search: gr.Button
+    sae: gr.Dropdown
+    layer: gr.Dropdown
+    min_mono: gr.Slider
+    named_only: gr.Checkbox
+    sort: gr.Dropdown
+    descending: gr.Checkbox
+    page_size: gr.Dropdown
+    page: gr.Number
+    prev: gr.Button
+    next: gr.Button
+    info: gr.Markdown
+    table: gr.Dataframe
+    refs: gr.State
+
+
+def render(ctx: AppContext) -> ConceptsWidgets:
+    saes, layers = filter_options(ctx)
+    first = search_features(ctx, ConceptQuery())
+    gr.Markdown("Every scored feature of every SAE. Search names and descriptions, filter, sort, "
+                "and click a row to open its feature page.")
+    with gr.Row(equal_height=True):
+        text = gr.Textbox(placeholder="search names and descriptions, a feature index, or SAE_ID/K …",
+                          show_label=False, scale=5, elem_id="concepts-search", container=False)
+        search = gr.Button("Search", variant="primary", scale=1, min_width=100, elem_id="concepts-search-btn")
+    with gr.Row():
+        sae = gr.Dropdown(saes, value=ALL, label="SAE", scale=2)
+        layer = gr.Dropdown(layers, value=ALL, label="Layer", scale=1, min_width=90)
+        min_mono = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Min. monosemanticity", scale=2)
+        sort = gr.Dropdown(list(SORTS), value="rank", label="Sort by", scale=1, min_width=120)
+        with gr.Column(scale=1, min_width=130):
+            descending = gr.Checkbox(False, label="Descending")
+            named_only = gr.Checkbox(False, label="Named only")
+        page_size = gr.Dropdown(PAGE_SIZES, value=25, label="Per page", scale=1, min_width=90)
+    table = gr.Dataframe(first.table, headers=COLUMNS, datatype=DATATYPES, interactive=False, wrap=True,
+                         max_height=620, elem_id="concepts-table", show_search="none",
+                         column_widths=["17%", "13%", "29%", "5%", "14%", "9%", "5%", "8%"])
+    with gr.Row(elem_classes="ard-pager"):
+        prev = gr.Button("◀ Previous", size="sm", scale=0, min_width=110)
+        info = gr.Markdown(first.summary, elem_id="concepts-info")
+        page = gr.Number(1, show_label=False, precision=0, minimum=1, scale=0, min_width=90, container=False,
+                         elem_id="concepts-page")
+        nxt = gr.Button("Next ▶", size="sm", scale=0, min_width=110)
+    refs = gr.State(first.refs)
+    return ConceptsWidgets(text, search, sae, layer, min_mono, named_only, sort, descending, page_size, page,
+                           prev, nxt, info, table, refs)
+
+
+def _run(ctx: AppContext, text, sae, layer, min_mono, named_only, sort, descending, page_size, page):  # noqa: ANN001, ANN202
+    res = search_features(ctx, ConceptQuery(text or "", sae or ALL, str(layer or ALL), float(min_mono or 0),
+                                            bool(named_only), sort or "rank", bool(descending),
+                                            int(page or 1), int(page_size or 25)))
+    return res.table, res.summary, res.page, res.refs
+
+
+def listen(ctx: AppContext, w: ConceptsWidgets, open_feature) -> None:  # noqa: ANN001
+    """``open_feature(ref)`` wiring comes from the app: it fills the feature page and switches to it."""
+    filters = [w.text, w.sae, w.layer, w.min_mono, w.named_only, w.sort, w.descending, w.page_size]
+    outs = [w.table, w.info, w.page, w.refs]
+
+    @guard
+    def first_page(*args):  # noqa: ANN002, ANN202
+        return _run(ctx, *args, 1)
+
+    @guard
+    def at_page(*args):  # noqa: ANN002, ANN202
+        return _run(ctx, *args)
+
+    def step(delta: int):  # noqa: ANN202
+        def go(*args):  # noqa: ANN002, ANN202
+            *f, page = args
+            return _run(ctx, *f, int(page or 1) + delta)
+        return go
+
+    w.search.click(first_page, filters, outs, api_name="search_features")
+    w.text.submit(first_page, filters, outs, api_visibility="private")
+    for comp in (w.sae, w.layer, w.named_only, w.sort, w.descending, w.page_size):
+        comp.change(first_page, filters, outs, api_visibility="private", show_progress="minimal")
+    w.min_mono.release(first_page, filters, outs, api_visibility="private", show_progress="minimal")
+    w.page.submit(at_page, filters + [w.page], outs, api_visibility="private")
+    w.prev.click(guard(step(-1)), filters + [w.page], outs, api_visibility="private")
+    w.next.click(guard(step(+1)), filters + [w.page], outs, api_visibility="private")
+
+    def selected(refs: list[str], evt: gr.SelectData) -> str:
+        value = evt.row_value[0] if evt.row_value else None
+        if not value:
+            row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            value = refs[row]
+        return str(value)
+
+    open_feature(w.table.select, selected, [w.refs])

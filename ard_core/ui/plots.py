@@ -1,0 +1,181 @@
+"""Plotly figures of the app (pure functions of arrays; no gradio, no catalog).
+
+Every figure uses :func:`_layout` so the tabs share one look: white template,
+tight margins, the app's palette.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ["#4f46e5", "#0891b2", "#d97706", "#dc2626", "#059669", "#7c3aed", "#db2777", "#65a30d", "#475569"]
+ORIGINAL, STEERED = "#64748b", "#4f46e5"
+
+
+def _layout(fig: go.Figure, title: str = "", height: int = 320, **kw) -> go.Figure:
+    base = dict(
+        template="plotly_white",
+        title=dict(text=title, x=0.01, y=0.98, yanchor="top", font=dict(size=14)) if title else None,
+        height=height, margin=dict(l=50, r=20, t=78 if title else 15, b=40), colorway=PALETTE,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, font=dict(size=11)),
+        font=dict(family="Inter, ui-sans-serif, system-ui, sans-serif", size=12),
+    )
+    fig.update_layout(**{**base, **kw})
+    return fig
+
+
+def empty_figure(message: str, height: int = 220) -> go.Figure:
+    """A blank figure carrying a message (plots never fail silently)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font=dict(size=13, color="#64748b"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, height=height)
+
+
+def density_histogram(densities: np.ndarray, this: float | None, label: str) -> go.Figure:
+    """log10 activation density of every feature of an SAE, with this feature marked."""
+    d = np.asarray(densities, dtype=np.float64)
+    floor = 1e-7
+    logd = np.log10(np.clip(d[np.isfinite(d)], floor, None))
+    fig = go.Figure(go.Histogram(x=logd, nbinsx=40, marker_color="#cbd5e1", name="all features"))
+    if this is not None and np.isfinite(this):
+        fig.add_vline(x=float(np.log10(max(this, floor))), line_color=PALETTE[0], line_width=3,
+                      annotation_text=label, annotation_position="top")
+    fig.update_xaxes(title="log10 density (fraction of tokens active)")
+    fig.update_yaxes(title="features")
+    return _layout(fig, "Activation density across the SAE", showlegend=False)
+
+
+def activation_histogram(values: np.ndarray, n_tokens: int, n_clips: int) -> go.Figure:
+    """Histogram of a feature's non-zero token activations over a sample of clips."""
+    v = np.asarray(values, dtype=np.float64)
+    nz = v[v > 0]
+    if n_tokens == 0:
+        return empty_figure("no tokens sampled")
+    frac = nz.size / n_tokens
+    if nz.size == 0:
+        return empty_figure(f"never fires on the {n_tokens:,} sampled tokens of {n_clips} clips")
+    fig = go.Figure(go.Histogram(x=nz, nbinsx=40, marker_color=PALETTE[0]))
+    fig.update_xaxes(title="activation (non-zero tokens)")
+    fig.update_yaxes(title="tokens")
+    return _layout(fig, f"Activations: fires on {frac:.1%} of {n_tokens:,} tokens from {n_clips} clips",
+                   showlegend=False)
+
+
+def clip_activation_figure(spec_db: np.ndarray, hop_s: float, times: np.ndarray, acts: np.ndarray,
+                           duration: float, max_act: float | None = None, note: str = "") -> go.Figure:
+    """Mel spectrogram (top) and the feature's activation per token (bottom) on one time axis."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.04)
+    n_mels, n_frames = spec_db.shape
+    fig.add_trace(go.Heatmap(z=spec_db, x=(np.arange(n_frames) + 0.5) * hop_s, y=np.arange(n_mels),
+                             colorscale="Magma", showscale=False, hovertemplate="t=%{x:.2f}s mel=%{y}<extra></extra>"),
+                  row=1, col=1)
+    if times.size:
+        fig.add_trace(go.Scatter(x=times, y=acts, mode="lines", line=dict(color=PALETTE[0], width=2, shape="hv"),
+                                 fill="tozeroy", fillcolor="rgba(79,70,229,0.18)", name="activation",
+                                 hovertemplate="t=%{x:.2f}s act=%{y:.3f}<extra></extra>"), row=2, col=1)
+    else:
+        fig.add_annotation(text=note or "no stored activations", showarrow=False, x=duration / 2, y=0.5,
+                           xref="x2", yref="y2", font=dict(color="#64748b"))
+    top = max(float(np.max(acts)) if acts.size else 0.0, float(max_act or 0.0), 1e-6)
+    fig.update_yaxes(visible=False, row=1, col=1)
+    fig.update_yaxes(title="act", range=[0, 1.05 * top], row=2, col=1)
+    fig.update_xaxes(range=[0, duration], row=1, col=1)
+    fig.update_xaxes(range=[0, duration], title="time (s)", row=2, col=1)
+    return _layout(fig, height=260, showlegend=False, margin=dict(l=45, r=10, t=10, b=35))
+
+
+def info_score_figure(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]],
+                      critical: Mapping[str, float] | None = None, n_layers: int | None = None,
+                      chance: float | None = None, title: str = "Layer-wise information score") -> go.Figure:
+    """Information score I (the lens's accuracy at each layer), one line per curve.
+
+    ``critical`` maps a prompt format to its critical layer (a dotted vertical line);
+    ``chance`` is 1/|Y| (a dashed horizontal line).
+    """
+    if not curves:
+        return empty_figure("no lens scores for this selection")
+    fig = go.Figure()
+    for i, (name, layers, scores) in enumerate(curves):
+        # line style encodes the position / subset, colour the curve
+        dash = ("dot" if "incorrect" in name else "dash" if "penultimate" in name
+                else "dashdot" if "masked" in name else "solid")
+        fig.add_trace(go.Scatter(x=list(layers), y=list(scores), mode="lines+markers", name=name,
+                                 line=dict(color=PALETTE[i % len(PALETTE)], dash=dash, width=2)))
+    for j, (fmt, layer) in enumerate((critical or {}).items()):
+        if layer is not None and np.isfinite(layer):
+            fig.add_vline(x=float(layer), line_dash="dot", line_color="#94a3b8",
+                          annotation_text=f"critical {fmt}: {layer:.1f}", annotation_position="top left",
+                          annotation_font_size=10, annotation_yshift=-14 * j)
+    if chance is not None:
+        fig.add_hline(y=chance, line_dash="dash", line_color="#94a3b8", annotation_text="chance 1/|Y|",
+                      annotation_position="bottom right", annotation_font_size=10)
+    fig.update_xaxes(title="layer", dtick=1, range=[0.5, (n_layers or max(max(c[1]) for c in curves)) + 0.5])
+    fig.update_yaxes(title="information score I", range=[0, 1.02], tickformat=".0%")
+    return _layout(fig, title, height=400)
+
+
+def lens_heatmap(tracks: Sequence[str], layers: Sequence[int], grid: np.ndarray, title: str) -> go.Figure:
+    """Information score per (track, layer)."""
+    if not len(tracks):
+        return empty_figure("no lens scores")
+    fig = go.Figure(go.Heatmap(z=grid, x=list(layers), y=list(tracks), colorscale="Viridis", zmid=None,
+                               colorbar=dict(title="I", thickness=12),
+                               hovertemplate="%{y} layer %{x}: I=%{z:.3f}<extra></extra>"))
+    fig.update_xaxes(title="layer", dtick=1)
+    return _layout(fig, title, height=120 + 40 * len(tracks))
+
+
+def enrichment_figure(lams: Sequence[float], info: Sequence[float], rand_mean: Sequence[float],
+                      rand_std: Sequence[float], source_layer: int | None, track: str) -> go.Figure:
+    """Fig. 5: accuracy vs lambda, info-score source layer vs random source layers (mean ± std)."""
+    if not len(lams):
+        return empty_figure("no enrichment sweep in the catalog (the lens stage's enrich_lambdas)")
+    lams = np.asarray(lams, float)
+    fig = go.Figure()
+    if len(rand_mean):
+        m, s = np.asarray(rand_mean, float), np.asarray(rand_std, float)
+        fig.add_trace(go.Scatter(x=np.concatenate([lams, lams[::-1]]), y=np.concatenate([m + s, (m - s)[::-1]]),
+                                 fill="toself", fillcolor="rgba(100,116,139,0.15)", line=dict(width=0), mode="lines",
+                                 hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=lams, y=m, mode="lines+markers", name="random source layer (mean ± std)",
+                                 line=dict(color=ORIGINAL, dash="dash")))
+    label = f"source layer from info score (l̄ = {source_layer})" if source_layer is not None else "info score"
+    fig.add_trace(go.Scatter(x=lams, y=info, mode="lines+markers", name=label, line=dict(color=PALETTE[0], width=3)))
+    fig.update_xaxes(title="λ (enrichment weight)")
+    fig.update_yaxes(title="accuracy", tickformat=".0%")
+    return _layout(fig, f"Enriching deep layers ({track})", height=340)
+
+
+def label_probs_figure(labels: Sequence[str], original: Sequence[float], steered: Sequence[float]) -> go.Figure:
+    if not len(labels):
+        return empty_figure("no labels given: enter labels to compare their probabilities")
+    fig = go.Figure([
+        go.Bar(x=list(labels), y=list(original), name="original", marker_color=ORIGINAL),
+        go.Bar(x=list(labels), y=list(steered), name="steered", marker_color=STEERED),
+    ])
+    fig.update_yaxes(title="next-token probability")
+    return _layout(fig, "Label probabilities at the answer position", barmode="group", height=300)
+
+
+def steer_lens_figure(labels: Sequence[str], original: np.ndarray | None, steered: np.ndarray | None) -> go.Figure:
+    """Logit lens of both runs: per-layer probability of each label, original dashed, steered solid."""
+    if original is None or steered is None or not len(labels):
+        return empty_figure("no lens: enter labels to see each layer's label probabilities")
+    layers = np.arange(1, original.shape[0] + 1)
+    fig = go.Figure()
+    for j, label in enumerate(labels):
+        c = PALETTE[j % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=layers, y=original[:, j], name=f"{label} (original)", mode="lines+markers",
+                                 line=dict(color=c, dash="dot"), legendgroup=label))
+        fig.add_trace(go.Scatter(x=layers, y=steered[:, j], name=f"{label} (steered)", mode="lines+markers",
+                                 line=dict(color=c, width=3), legendgroup=label))
+    fig.update_xaxes(title="layer", dtick=1)
+    fig.update_yaxes(title="probability (logit lens)")
+    return _layout(fig, "Logit lens of both runs", height=340)

@@ -1,0 +1,249 @@
+"""End to end: ``python app.py`` on the fixture catalog, driven by Playwright in headless Debian chromium.
+
+Covers: Concepts search -> open a feature (audio players, plots), the ``?feature=`` deep
+link, an annotation that survives a page reload, and a live steering request on the
+tiny random model. Screenshots of each step go to the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ui_fixtures import KINDS, UiRun, ui_run_dir
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SLOW = 60_000  # ms: generous for 2 busy CPU cores; no assertion depends on speed
+
+if CHROMIUM is None:
+    pytest.skip("Debian chromium not found (install with `apt-get install -y chromium`; .ci/run does)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (pip install -e '.[test]')")
+expect = sync_api.expect
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
+    return ui_run_dir(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def server(run: UiRun, tmp_path_factory: pytest.TempPathFactory):
+    """The real CLI in a subprocess, on a free port, with its own annotations file."""
+    tmp = tmp_path_factory.mktemp("e2e-app")
+    port = _free_port()
+    log = (tmp / "app.log").open("w")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--catalog", str(run.catalog), "--port", str(port), "--device", "cpu",
+         "--annotations", str(tmp / "annotations.duckdb"), "--clap", ""],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"app.py exited with {proc.returncode}:\n{(tmp / 'app.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"app.py did not answer within 180 s:\n{(tmp / 'app.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    audio: list[tuple[str, int]] = []  # (url, status) of every audio file the page fetched
+    pg.on("response", lambda r: audio.append((r.url, r.status)) if re.search(r"file=.*\.wav", r.url) else None)
+    pg.audio_fetches = audio
+    yield pg
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def _open(page, url: str) -> None:
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#concepts-table", timeout=SLOW)
+
+
+def _wait_audio(page, n: int) -> set[str]:
+    """Wait until the page has fetched ``n`` distinct audio files, all answered 200 (players load them lazily)."""
+    deadline = time.time() + SLOW / 1000
+    while True:
+        ok = {u.split("file=")[1].rsplit("/", 1)[-1] for u, status in page.audio_fetches if status == 200}
+        if len(ok) >= n or time.time() > deadline:
+            assert all(status == 200 for _, status in page.audio_fetches), page.audio_fetches
+            return ok
+        page.wait_for_timeout(200)
+
+
+def _visible_count(locator) -> int:
+    return sum(locator.nth(i).is_visible() for i in range(locator.count()))
+
+
+def test_search_then_open_a_feature(page, server: str, run: UiRun, shots: Path) -> None:
+    _open(page, server)
+    expect(page.locator("#concepts-info")).to_contain_text("256 features")
+    box = page.locator("#concepts-search textarea, #concepts-search input").first
+    box.fill("beep")
+    box.press("Enter")
+    expect(page.locator("#concepts-info")).to_contain_text("2 features", timeout=SLOW)
+    table = page.locator("#concepts-table")
+    expect(table).not_to_contain_text("low hum")
+    page.screenshot(path=str(shots / "1-concepts-search.png"), full_page=True)
+
+    table.get_by_text(KINDS["beep"][1]).filter(visible=True).first.click()
+    header = page.locator("#feature-header")
+    expect(header).to_contain_text(KINDS["beep"][1], timeout=SLOW)
+    expect(page.locator("#tab-feature")).to_be_visible()
+    # three top and three bottom clips, each with an audio player and an activation plot
+    cards = page.locator("#tab-feature .ard-card")
+    expect(cards.first).to_be_visible(timeout=SLOW)
+    assert _visible_count(cards) == 6
+    for i in range(3):
+        card = page.locator(f"#top-clip-{i}")
+        expect(card.locator("audio").first).to_be_attached()
+        expect(card.locator(".js-plotly-plot").first).to_be_visible(timeout=SLOW)
+        expect(card).to_contain_text("beep_")  # the planted feature's top clips are the beeps
+    expect(page.locator("#feature-density .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#feature-hist .js-plotly-plot")).to_be_visible()
+    # the players fetched their clips from the server: the 3 beeps and 3 bottom clips
+    fetched = _wait_audio(page, 6)
+    ref = page.locator("#feature-ref textarea, #feature-ref input").first.input_value()
+    with duckdb.connect(str(run.catalog), read_only=True) as con:
+        clips = con.execute("SELECT clip_id FROM feature_examples WHERE method = 'ard' AND sae_id = ? AND "
+                            "feature = ?", ref.split("/")).fetchall()
+    assert fetched == {f"{c}.wav" for (c,) in clips}
+    page.screenshot(path=str(shots / "2-feature.png"), full_page=True)
+
+    # next feature: the SAE's following index
+    ref_box = page.locator("#feature-ref textarea, #feature-ref input").first
+    sae_id, k = ref_box.input_value().split("/")
+    page.locator("#feature-next").click()
+    expect(page.locator("#feature-header")).to_contain_text(f"{sae_id}/{int(k) + 1}", timeout=SLOW)
+    expect(ref_box).to_have_value(f"{sae_id}/{int(k) + 1}")
+
+
+def test_deep_link_opens_the_feature_page(page, server: str, run: UiRun, shots: Path) -> None:
+    ref = run.ref("clicks", layer=2)
+    page.goto(f"{server}?feature={ref}", wait_until="load")
+    expect(page.locator("#feature-header")).to_contain_text(KINDS["clicks"][1], timeout=SLOW)
+    expect(page.locator("#feature-header")).to_contain_text(ref)
+    assert page.locator("#feature-ref textarea, #feature-ref input").first.input_value() == ref
+    expect(page.locator("#top-clip-0 .js-plotly-plot").first).to_be_visible(timeout=SLOW)
+    page.screenshot(path=str(shots / "3-deep-link.png"), full_page=True)
+    # a bad link says why, without a traceback
+    page.goto(f"{server}?feature=no-such-sae-l1-e2/3", wait_until="load")
+    expect(page.get_by_text("no SAE 'no-such-sae-l1-e2'").first).to_be_visible(timeout=SLOW)
+    expect(page.get_by_text("Traceback")).to_have_count(0)
+
+
+def test_annotation_persists_after_reload(page, server: str, shots: Path) -> None:
+    _open(page, server)
+    page.get_by_role("tab", name="Annotate").click()
+    page.locator("#annot-name textarea, #annot-name input").first.fill("e2e tester")
+    page.locator("#annot-n input").first.fill("3")
+    page.locator("#annot-start").click()
+    status = page.locator("#annot-status")
+    expect(status).to_contain_text("0 of 3 rated", timeout=SLOW)
+    expect(page.locator("#annot-reveal")).to_be_hidden()  # blind: no automatic name yet
+    assert len(_wait_audio(page, 1)) >= 1
+    page.locator("#annot-label textarea, #annot-label input").first.fill("buzzing tone")
+    page.locator("#annot-save-label").click()
+    expect(page.locator("#annot-reveal")).to_contain_text("Automatic name", timeout=SLOW)
+    page.locator("#annot-rating").get_by_text("4", exact=True).click()
+    page.locator("#annot-save-rating").click()
+    expect(status).to_contain_text("1 of 3 rated", timeout=SLOW)
+    page.screenshot(path=str(shots / "4-annotate.png"), full_page=True)
+
+    page.reload(wait_until="load")
+    page.wait_for_selector("#concepts-table", timeout=SLOW)
+    page.get_by_role("tab", name="Annotate").click()
+    name = page.locator("#annot-name textarea, #annot-name input").first
+    expect(name).to_have_value("e2e tester", timeout=SLOW)  # remembered by the browser
+    page.locator("#annot-n input").first.fill("3")
+    page.locator("#annot-start").click()
+    expect(status).to_contain_text("1 of 3 rated", timeout=SLOW)
+    answers = page.locator("#annot-answers")
+    expect(answers).to_contain_text("buzzing tone")
+    expect(answers).to_contain_text("4")
+    page.screenshot(path=str(shots / "5-annotate-after-reload.png"), full_page=True)
+
+
+def test_steering_request_on_the_tiny_model(page, server: str, run: UiRun, shots: Path) -> None:
+    _open(page, server)
+    page.get_by_role("tab", name="Steer").click()
+    clip = page.locator("#steer-clip input")
+    clip.click()
+    page.get_by_role("option").filter(has_text="beep_01").first.click()
+    expect(page.locator("#steer-audio audio").first).to_be_attached(timeout=SLOW)
+    feats = page.locator("#steer-features input")
+    feats.click()
+    feats.fill(KINDS["beep"][1])
+    page.get_by_role("option").filter(has_text=run.ref("beep", 1)).first.click()
+    page.keyboard.press("Escape")
+    expect(page.locator("#steer-value-0")).to_be_visible(timeout=SLOW)
+    page.locator("#steer-run").click()
+    expect(page.locator("#steer-summary")).to_contain_text(f"Steered {run.ref('beep', 1)}", timeout=SLOW)
+    expect(page.locator("#steer-probs .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#steer-lens .js-plotly-plot")).to_be_visible()
+    # both runs' lens lines are drawn (2 labels x original/steered)
+    expect(page.locator("#steer-lens .js-plotly-plot .scatterlayer .trace")).to_have_count(4)
+    page.screenshot(path=str(shots / "6-steer.png"), full_page=True)
+
+
+def test_every_tab_renders(page, server: str, shots: Path) -> None:
+    _open(page, server)
+    for tab, probe in (("Lens", "#lens-curves .js-plotly-plot"), ("Evaluation", "#eval-table1"),
+                       ("Concepts", "#concepts-table")):
+        page.get_by_role("tab", name=tab).click()
+        expect(page.locator(probe).first).to_be_visible(timeout=SLOW)
+        page.screenshot(path=str(shots / f"7-{tab.lower()}.png"), full_page=True)

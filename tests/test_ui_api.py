@@ -1,0 +1,99 @@
+"""The app's API driven with the real Gradio client (gradio_client) against a live server."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from ui_fixtures import KINDS, UiRun, ui_run_dir
+
+from ard_core.ui import annotate, concepts, feature
+from ard_core.ui import steer as steer_tab
+from ard_core.ui.app import create_app, launch
+from ard_core.ui.context import AppContext
+
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is a test dependency")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
+    return ui_run_dir(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def served(run: UiRun, tmp_path_factory: pytest.TempPathFactory):
+    """The app in this process (a thread), on a free port, with the tiny random model."""
+    ctx = AppContext.open(run.catalog, annotations_path=tmp_path_factory.mktemp("api") / "a.duckdb", clap="",
+                          device="cpu")
+    app = create_app(ctx=ctx)
+    port = _free_port()
+    launch(app, port=port, prevent_thread_lock=True, quiet=True)
+    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False,
+                                  download_files=str(tmp_path_factory.mktemp("dl")), analytics_enabled=False)
+    yield client, ctx
+    client.close() if hasattr(client, "close") else None
+    app.demo.close()
+    ctx.close()
+
+
+def test_api_lists_the_endpoints(served) -> None:
+    client, _ = served
+    info = client.view_api(print_info=False, return_format="dict")
+    names = set(info["named_endpoints"])
+    assert {"/search_features", "/feature", "/steer", "/annotate_start", "/annotate_label", "/annotate_rate"} <= names
+
+
+def test_search_through_the_client_equals_the_handler(served) -> None:
+    client, ctx = served
+    table, summary, page = client.predict("beep", "All", "All", 0, False, "monosemanticity", True, 25,
+                                          api_name="/search_features")
+    want = concepts.search_features(ctx, concepts.ConceptQuery("beep", sort="monosemanticity", descending=True))
+    assert [row[0] for row in table["data"]] == want.refs
+    assert table["headers"] == concepts.COLUMNS
+    assert summary == want.summary and page == 1
+
+
+def test_feature_endpoint_returns_the_feature_as_json(served, run: UiRun) -> None:
+    client, ctx = served
+    ref = run.ref("noise", 2)
+    got = client.predict(ref, api_name="/feature")
+    want = feature.feature_json(ctx, ref)
+    assert got["name"] == KINDS["noise"][1] == want["name"]
+    assert [t["clip_id"] for t in got["top"]] == [t["clip_id"] for t in want["top"]]
+    assert got["top"][0]["activation"] == pytest.approx(want["top"][0]["activation"])
+    with pytest.raises(Exception, match="no SAE"):
+        client.predict("no-such-l1-e2/1", api_name="/feature")
+
+
+def test_steer_endpoint_matches_the_handler(served, run: UiRun) -> None:
+    client, ctx = served
+    clip = steer_tab.clip_audio_path(ctx, "noise_02")
+    p = steer_tab.presets(ctx)["gender: question (P2)"]
+    ref = run.ref("noise", 1)
+    out = client.predict(gradio_client.handle_file(clip), p.question, p.prefix, "male, female", [ref],
+                         30.0, 0, 0, 0, "set", ["audio", "prompt"], 4, api_name="/steer")
+    summary, original, steered, probs = out[:4]
+    want = steer_tab.run_steer(ctx, clip, p.question, p.prefix, "male, female", [ref], [30.0], "set",
+                               ["audio", "prompt"], 4)
+    assert (original, steered) == (want.original, want.steered)
+    assert summary == want.summary
+    assert [r[0] for r in probs["data"]] == ["male", "female"]
+    assert [r[2] for r in probs["data"]] == pytest.approx(list(want.probs["steered"]))
+
+
+def test_annotation_through_the_client_is_stored(served) -> None:
+    client, ctx = served
+    client.predict("api client", 2, 0, api_name="/annotate_start")
+    client.predict("from the api", api_name="/annotate_label")
+    client.predict("3", api_name="/annotate_rate")
+    answers = ctx.annotations.answers(annotator="api client")
+    assert [(a.label, a.rating) for a in answers] == [("from the api", 3)]
+    session = ctx.annotations.start_or_resume("api client", 2, 0, annotate.candidates(ctx))
+    assert answers[0].ref == session.features[0]

@@ -1,0 +1,188 @@
+"""Handlers of the Concepts, Feature, Lens and Evaluation tabs, called directly on the fixture catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+
+from ui_fixtures import KINDS, PLANTED, UiRun, ui_run_dir
+
+from ard_core.sae import TopKSAE
+from ard_core.store import ActivationStore
+from ard_core.ui import concepts, evaluation, feature, lens
+from ard_core.ui.context import AppContext, UserError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
+    return ui_run_dir(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def ctx(run: UiRun, tmp_path_factory: pytest.TempPathFactory):
+    c = AppContext.open(run.catalog, load_model=False, annotations_path=tmp_path_factory.mktemp("ann") / "a.duckdb",
+                        clap="")
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def features(run: UiRun) -> list[dict]:
+    con = duckdb.connect(str(run.catalog), read_only=True)
+    cur = con.execute("SELECT f.*, s.layer FROM features f JOIN saes s USING (sae_id)")
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    con.close()
+    return rows
+
+
+def test_the_app_opens_the_catalog_read_only(ctx: AppContext) -> None:
+    assert ctx.catalog.read_only
+    with pytest.raises(duckdb.Error):
+        ctx.catalog.con.execute("DELETE FROM features")
+
+
+def test_search_matches_names_and_descriptions(ctx: AppContext, features: list[dict]) -> None:
+    page = concepts.search_features(ctx, concepts.ConceptQuery(text="beep", page_size=100))
+    expected = {f"{f['sae_id']}/{f['feature']}" for f in features
+                if "beep" in (f["name"] or "").lower() or "beep" in (f["description"] or "").lower()}
+    assert set(page.refs) == expected and len(expected) == 2
+    # every word must match (AND), case-insensitively
+    both = concepts.search_features(ctx, concepts.ConceptQuery(text="HIGH tonal"))
+    assert set(both.refs) == expected
+    assert concepts.search_features(ctx, concepts.ConceptQuery(text="beep hum")).total == 0
+    # a reference finds exactly that feature
+    ref = f"{ctx.query('SELECT sae_id FROM saes ORDER BY layer')[0]['sae_id']}/{PLANTED['noise']}"
+    assert concepts.search_features(ctx, concepts.ConceptQuery(text=ref)).refs == [ref]
+
+
+def test_sort_filter_and_paging_agree_with_a_full_sort(ctx: AppContext, features: list[dict]) -> None:
+    q = dict(sort="monosemanticity", descending=True, layer="2", page_size=7)
+    first = concepts.search_features(ctx, concepts.ConceptQuery(**q))
+    refs = []
+    for p in range(1, first.n_pages + 1):
+        page = concepts.search_features(ctx, concepts.ConceptQuery(**q, page=p))
+        assert list(page.table["layer"]) == [2] * len(page.table)
+        refs += page.refs
+    layer2 = [f for f in features if f["layer"] == 2]
+    assert first.total == len(layer2) == len(refs) == len(set(refs))
+    ms = [f["monosemanticity"] for f in layer2 if f["monosemanticity"] is not None]
+    got = [float(x) for x in concepts.search_features(ctx, concepts.ConceptQuery(**{**q, "page_size": 500})).table[
+        "monosemanticity"].dropna()]
+    assert got == pytest.approx(sorted((round(m, 3) for m in ms), reverse=True))
+    # a page past the end clamps to the last one
+    assert concepts.search_features(ctx, concepts.ConceptQuery(**q, page=999)).page == first.n_pages
+    named = concepts.search_features(ctx, concepts.ConceptQuery(named_only=True, min_monosemanticity=0.7))
+    assert named.total == 2 * len(PLANTED)
+    with pytest.raises(UserError, match="sort"):
+        concepts.search_features(ctx, concepts.ConceptQuery(sort="1; DROP TABLE features"))
+
+
+def _planted(run: UiRun, kind: str, layer: int = 1) -> str:
+    return run.ref(kind, layer)
+
+
+def test_feature_view_shows_the_catalog_examples(ctx: AppContext, run: UiRun) -> None:
+    ref = _planted(run, "beep")
+    v = feature.feature_view(ctx, ref)
+    assert v.feature.name == KINDS["beep"][1]
+    sae_id, k = ref.split("/")
+    con = duckdb.connect(str(run.catalog), read_only=True)
+    top = con.execute("SELECT clip_id FROM feature_examples WHERE method='ard' AND sae_id=? AND feature=? AND "
+                      "kind='top' ORDER BY rank", [sae_id, int(k)]).fetchall()
+    con.close()
+    assert [e.clip_id for e in v.top] == [c for (c,) in top]
+    assert all(e.clip_id.startswith("beep") for e in v.top)  # the planted feature's best clips are beeps
+    assert all(e.audio_path and Path(e.audio_path).is_file() for e in v.top + v.bottom)
+    assert f"?feature={ref}" in v.header
+    assert v.prev_ref == f"{sae_id}/{int(k) - 1}" and v.next_ref == f"{sae_id}/{int(k) + 1}"
+    assert feature.step(ctx, ref, +1) == v.next_ref
+
+
+def test_activation_over_time_is_recomputed_from_the_store(ctx: AppContext, run: UiRun) -> None:
+    ref = _planted(run, "beep", layer=2)
+    sae_id, k = ref.split("/")
+    k = int(k)
+    v = feature.feature_view(ctx, ref)
+    e = v.top[0]
+    # reference: the store's tokens through the SAE, dense, column k
+    sae = TopKSAE.load(Path(run.root) / "run" / "saes" / sae_id)
+    x = ActivationStore(Path(run.root) / "run" / "activations").clip_tokens(2, e.clip_id)
+    ref_acts = sae.encode_dense(torch.from_numpy(x.astype(np.float32)))[:, k].detach().numpy()
+    np.testing.assert_allclose(e.trace.acts, ref_acts, rtol=1e-5, atol=1e-6)
+    # the beep is gated on and off; the feature follows the gate (planted truth)
+    import soundfile as sf
+
+    audio, sr = sf.read(e.audio_path)
+    on = np.array([np.sqrt(np.mean(f ** 2)) for f in np.array_split(audio, len(e.trace.acts))])
+    assert np.corrcoef(on, e.trace.acts)[0, 1] > 0.9
+    # token times span the clip
+    clip = ctx.clip(e.clip_id)
+    assert e.trace.times[0] == 0 and e.trace.times[-1] < clip.duration_s
+    assert e.trace.times[-1] + (e.trace.times[1] - e.trace.times[0]) == pytest.approx(clip.duration_s)
+
+
+def test_activation_histogram_counts_the_sampled_tokens(ctx: AppContext, run: UiRun) -> None:
+    ref = _planted(run, "noise")
+    sae_id, k = ref.split("/")
+    sae_row = ctx.sae_row(sae_id)
+    clips, n_tokens, acts, idx = feature.activation_sample(ctx, sae_row)
+    store = ActivationStore(Path(run.root) / "run" / "activations")
+    assert n_tokens == sum(store.clip_tokens(1, c).shape[0] for c in clips) == acts.shape[0]
+    x = np.concatenate([store.clip_tokens(1, c) for c in clips]).astype(np.float32)
+    dense = TopKSAE.load(Path(run.root) / "run" / "saes" / sae_id).encode_dense(torch.from_numpy(x))[:, int(k)].detach()
+    fig = feature.feature_histogram(ctx, sae_row, int(k))
+    hist_values = np.asarray(fig.data[0].x)
+    np.testing.assert_allclose(np.sort(hist_values), np.sort(dense[dense > 0].numpy()), rtol=1e-5)
+
+
+def test_feature_page_updates_and_bad_references(ctx: AppContext, run: UiRun) -> None:
+    ups = feature.show(ctx, _planted(run, "clicks"))
+    assert len(ups) == 9 + 2 * ctx.max_examples * 4
+    with pytest.raises(UserError, match="SAE_ID/K"):
+        feature.feature_view(ctx, "not a ref")
+    with pytest.raises(UserError, match="no SAE"):
+        feature.feature_view(ctx, "nope-l1-e4/3")
+    with pytest.raises(UserError, match="not in the catalog"):
+        feature.feature_view(ctx, f"{run.sae_ids[0]}/100000")
+    data = feature.feature_json(ctx, _planted(run, "clicks"))
+    assert data["name"] == KINDS["clicks"][1] and len(data["top"]) == 3
+    assert all(len(t["activation"]) > 0 for t in data["top"])
+
+
+def test_lens_curves_and_tables_come_from_the_catalog(ctx: AppContext, run: UiRun) -> None:
+    opts = lens.lens_options(ctx)
+    assert opts.models == ["tiny-random"] and opts.tracks == ["gender", "sound_event"]
+    fig = lens.info_curves(ctx, "tiny-random", "gender", ["P1", "P3"], ["last", "last_masked"], ["all", "incorrect"])
+    assert len(fig.data) == 2 * 2 * 2
+    con = duckdb.connect(str(run.catalog), read_only=True)
+    want = [s for (s,) in con.execute("SELECT score FROM lens_scores WHERE track='gender' AND prompt_format='P3' AND "
+                                      "position='last_masked' AND subset='incorrect' ORDER BY layer").fetchall()]
+    con.close()
+    trace = next(t for t in fig.data if t.name.startswith("P3 · last token, audio masked · incorrect"))
+    assert list(trace.y) == pytest.approx(want)
+    table = lens.summary_table(ctx, "tiny-random")
+    assert list(table["format"]) == ["P1", "P2", "P3"] * 2
+    assert table["accuracy %"].iloc[0] == pytest.approx(90.0)
+    assert "0.420" in lens.correlation_text(ctx, "tiny-random")
+    enrich = lens.enrichment(ctx, "tiny-random")
+    rand = next(t for t in enrich.data if t.name and t.name.startswith("random"))
+    # the fixture's random-layer runs at lambda = 1: 0.55, 0.53, 0.51
+    assert rand.y[-1] == pytest.approx(np.mean([0.55, 0.53, 0.51]))
+    with pytest.raises(UserError, match="position"):
+        lens.info_curves(ctx, "tiny-random", "gender", ["P1"], ["middle"], ["all"])
+
+
+def test_evaluation_tables_pivot_the_long_rows(ctx: AppContext) -> None:
+    assert evaluation.table_names(ctx) == ["table1", "table3", "table4"]
+    t1 = evaluation.evaluation_table(ctx, "table1")
+    assert list(t1.columns) == ["method", "SAE / model", "precision", "recall", "f1", "mAP"]
+    assert list(t1["method"])[:2] == ["ard", "ard"] and list(t1["method"])[-1] == "poly"
+    t4 = evaluation.evaluation_table(ctx, "table4")
+    assert t4.iloc[0]["monosemanticity"] == "0.800 ± 0.050"
+    steer = evaluation.steering_table(ctx)
+    assert list(steer["value"]) == [2.0, 4.0, 8.0]

@@ -1,0 +1,239 @@
+"""A small but realistic run for the app's tests: clips, activation store, SAEs, catalog.
+
+:func:`build_ui_run` writes, under one folder:
+
+- ``tiny-random/``: the tiny random Qwen2-Audio of ``conftest.build_tiny_qwen2_audio``
+  (4 layers, d_model 32), listed in the catalog's ``models`` table so the app loads it;
+- ``corpus/clips/*.wav``: 12 synthetic clips of four sound kinds (hum, beep, noise, clicks);
+- ``run/activations``: an activation store at layers 1 and 2 whose tokens carry a
+  per-kind direction scaled by the clip's loudness envelope (so a feature's activation
+  over time follows the sound);
+- ``run/saes/*``: two TopK SAEs (expansion 4) with one feature planted per sound kind;
+- ``run/catalog.duckdb``: clips, model, SAEs, features (ranked, some named),
+  ``ard`` top/bottom examples computed from the SAEs with ``ard_core.retrieval``,
+  lens curves, Tables 1/3/4 and steering rows.
+
+The expensive part (the tiny model) is built once per pytest session:
+:func:`ui_run_dir` caches the folder under pytest's base temp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ard_core.catalog import (
+    Catalog,
+    ClipRow,
+    EvaluationRow,
+    FeatureExampleRow,
+    FeatureRow,
+    LensEnrichmentRow,
+    LensScoreRow,
+    LensSummaryRow,
+    ModelRow,
+    SaeRow,
+    SteeringResultRow,
+    sae_id_for,
+)
+from ard_core.retrieval import clip_stats_sparse
+from ard_core.sae import SaeConfig, TopKSAE
+from ard_core.store import ActivationWriter, StoreMeta
+
+SR = 16_000
+MODEL_NAME = "tiny-random"
+LAYERS = (1, 2)
+EXPANSION = 4
+D_MODEL = 32
+K = 8
+P = 3
+TOKENS_PER_S = 25  # Qwen2-Audio: 100 mel frames/s, conv stride 2, pooling 2
+
+KINDS = {
+    "hum": ("a steady low hum", "low hum", "a low, steady electrical hum"),
+    "beep": ("a high-pitched beep repeating", "high beep", "short high-pitched tonal beeps"),
+    "noise": ("hissing white noise", "white noise", "broadband hiss like wind or static"),
+    "clicks": ("rapid clicking sounds", "clicking", "trains of sharp clicks"),
+}
+PLANTED = {"hum": 5, "beep": 17, "noise": 42, "clicks": 77}
+"""Feature index planted for each sound kind (same index in both SAEs)."""
+
+
+@dataclass(frozen=True)
+class UiRun:
+    root: Path
+    catalog: Path
+    model_dir: Path
+    clips_dir: Path
+    sae_ids: tuple[str, ...]
+
+    def ref(self, kind: str, layer: int = LAYERS[0]) -> str:
+        """Feature reference of the feature planted for ``kind`` at ``layer``."""
+        return f"{sae_id_for(MODEL_NAME, layer, EXPANSION)}/{PLANTED[kind]}"
+
+
+def _clip_audio(kind: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    if kind == "hum":
+        x = 0.4 * np.sin(2 * np.pi * 110 * t) + 0.1 * np.sin(2 * np.pi * 220 * t)
+    elif kind == "beep":
+        gate = (np.floor(t * 4) % 2 == 0).astype(float)
+        x = 0.4 * gate * np.sin(2 * np.pi * 2000 * t)
+    elif kind == "noise":
+        x = 0.3 * rng.standard_normal(t.size) * np.linspace(0.3, 1.0, t.size)
+    else:  # clicks
+        x = np.zeros(t.size)
+        x[(np.arange(0, t.size, SR // 12))] = 0.9
+        x = np.convolve(x, np.exp(-np.arange(200) / 30.0), mode="same")
+    x = x + 0.005 * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+def _envelope(x: np.ndarray, n_tokens: int) -> np.ndarray:
+    frames = np.array_split(x, n_tokens)
+    env = np.array([np.sqrt(np.mean(f ** 2)) for f in frames])
+    return env / max(env.max(), 1e-6)
+
+
+def build_ui_run(root: Path) -> UiRun:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import build_tiny_qwen2_audio
+
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    model_dir = build_tiny_qwen2_audio(root / MODEL_NAME, n_layers=4, d_model=D_MODEL)
+    clips_dir = root / "corpus" / "clips"
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    run = root / "run"
+
+    # unit directions per kind, orthogonalised so planted features do not overlap
+    q, _ = np.linalg.qr(rng.standard_normal((D_MODEL, D_MODEL)))
+    direction = {kind: q[:, i].astype(np.float32) for i, kind in enumerate(KINDS)}
+
+    clips: list[ClipRow] = []
+    tokens: dict[str, np.ndarray] = {}
+    for i in range(12):
+        kind = list(KINDS)[i % len(KINDS)]
+        seconds = 1.0 + 0.25 * (i % 3)
+        audio = _clip_audio(kind, seconds, rng)
+        path = clips_dir / f"{kind}_{i:02d}.wav"
+        sf.write(path, audio, SR)
+        clip_id = path.stem
+        labels = {"sound_event": kind}
+        if i % 2 == 0:
+            labels["gender"] = "female" if i % 4 == 0 else "male"
+        split = ("train", "probe", "test")[i % 3]
+        caption = KINDS[kind][0]
+        clips.append(ClipRow(clip_id, "ui-fixture", split, str(path.resolve()), seconds, labels, caption))
+        T = int(round(seconds * TOKENS_PER_S))
+        env = _envelope(audio, T)
+        x = 0.25 * rng.standard_normal((T, D_MODEL)).astype(np.float32)
+        tokens[clip_id] = x + 4.0 * env[:, None] * direction[kind][None, :]
+
+    writer = ActivationWriter(run / "activations", StoreMeta(model=MODEL_NAME, layers=list(LAYERS), d_model=D_MODEL))
+    for layer in LAYERS:
+        for clip_id, x in tokens.items():
+            scale = 1.0 + 0.5 * layer  # the stream grows with depth
+            writer.add(clip_id, layer, (scale * x).astype(np.float16), np.arange(x.shape[0]))
+    writer.commit(0)
+
+    sae_rows, feature_rows, example_rows = [], [], []
+    for layer in LAYERS:
+        sae_id = sae_id_for(MODEL_NAME, layer, EXPANSION)
+        d_sae = EXPANSION * D_MODEL
+        torch.manual_seed(layer)
+        sae = TopKSAE(SaeConfig(d_in=D_MODEL, d_sae=d_sae, k=K, model=MODEL_NAME, layer=layer))
+        with torch.no_grad():
+            sae.W_enc.mul_(0.3)
+            for kind, k in PLANTED.items():
+                v = torch.from_numpy(direction[kind])
+                sae.W_enc[k] = 2.0 * v
+                sae.W_dec[k] = v
+                sae.b_enc[k] = -1.0
+        folder = sae.save(run / "saes" / sae_id)
+        ids = sorted(tokens)
+        xs = [torch.from_numpy((1.0 + 0.5 * layer) * tokens[c]) for c in ids]
+        lat = [sae.encode(x) for x in xs]
+        stats = clip_stats_sparse([a for a, _ in lat], [i for _, i in lat], d_sae)
+        r = (stats.mean_act * stats.coverage).numpy()  # (clips, features)
+        n_tok = sum(x.shape[0] for x in xs)
+        density = stats.n_active.numpy() / n_tok
+        mono = rng.uniform(0.0, 0.4, d_sae)
+        for kind, k in PLANTED.items():
+            mono[k] = 0.9 - 0.05 * list(KINDS).index(kind)
+        alive = density > 0
+        order = np.argsort(-np.where(alive, mono, -np.inf), kind="stable")
+        rank = np.empty(d_sae, dtype=int)
+        rank[order] = np.arange(1, d_sae + 1)
+        names = {k: KINDS[kind] for kind, k in PLANTED.items()}
+        for f in range(d_sae):
+            name, desc = (names[f][1], names[f][2]) if f in names else (None, None)
+            if f not in names and alive[f] and rank[f] <= 12:
+                name, desc = f"mixed texture {f}", "clips share no clear sound; a polysemantic feature"
+            feature_rows.append(FeatureRow(sae_id, f, name, desc, float(mono[f]) if alive[f] else None,
+                                           int(rank[f]), float(density[f]),
+                                           float(stats.max_act[f]) if alive[f] else None))
+            if not alive[f]:
+                continue
+            fired = np.flatnonzero(r[:, f] > 0)
+            top = fired[np.argsort(-r[fired, f], kind="stable")][:P]
+            bottom = fired[np.argsort(r[fired, f], kind="stable")][:P]
+            for kind_name, picks in (("top", top), ("bottom", bottom)):
+                for rk, ci in enumerate(picks):
+                    example_rows.append(FeatureExampleRow(
+                        "ard", sae_id, f, kind_name, rk, ids[ci], float(r[ci, f]),
+                        float(stats.mean_act[ci, f]), float(stats.coverage[ci, f])))
+        sae_rows.append(SaeRow(sae_id, MODEL_NAME, layer, EXPANSION, K, D_MODEL, d_sae, str(folder),
+                               0.2 - 0.05 * layer, float((~alive).mean()), float(K)))
+
+    lens_rows, summary_rows, enrich_rows = [], [], []
+    for t_i, (track, n_labels) in enumerate((("gender", 2), ("sound_event", 4))):
+        for f_i, fmt in enumerate(("P1", "P2", "P3")):
+            for pos_i, pos in enumerate(("last", "penultimate", "last_masked")):
+                for sub_i, subset in enumerate(("all", "correct", "incorrect")):
+                    for layer in range(1, 5):
+                        s = 1 / (1 + np.exp(-(layer - 2.5 + 0.4 * f_i - 0.6 * sub_i - 0.5 * pos_i - t_i)))
+                        lens_rows.append(LensScoreRow(MODEL_NAME, track, fmt, pos, subset, layer,
+                                                      float(s - 0.1 * t_i), 20))
+            summary_rows.append(LensSummaryRow(MODEL_NAME, track, fmt, 0.9 - 0.2 * t_i - 0.05 * f_i,
+                                               2.5 + 0.3 * f_i + t_i, 20, n_labels))
+    for lam in (0.0, 0.25, 0.5, 1.0):
+        enrich_rows.append(LensEnrichmentRow(MODEL_NAME, "sound_event", "info_score", lam, 0, 2, 0.5 + 0.2 * lam, 16))
+        for s in range(3):
+            enrich_rows.append(LensEnrichmentRow(MODEL_NAME, "sound_event", "random_layer", lam, s, None,
+                                                 0.5 + 0.05 * lam - 0.02 * s, 16))
+
+    evals = []
+    for m_i, method in enumerate(("ard", "mean_act", "coverage", "random", "poly")):
+        for sae_id in (sae_id_for(MODEL_NAME, layer, EXPANSION) for layer in LAYERS):
+            for metric, base in (("precision", 0.6), ("recall", 0.5), ("f1", 0.55), ("mAP", 0.4)):
+                evals.append(EvaluationRow("table1", method, sae_id, metric, base - 0.08 * m_i, None))
+            evals.append(EvaluationRow("table4", method, sae_id, "monosemanticity", 0.8 - 0.1 * m_i, 0.05))
+    evals += [EvaluationRow("table3", "pearson", MODEL_NAME, "r", 0.42, None),
+              EvaluationRow("table3", "pearson", MODEL_NAME, "p_value", 0.03, None)]
+    steering = [SteeringResultRow("female->male", "ard", sae_id_for(MODEL_NAME, 1, EXPANSION), PLANTED["hum"], v,
+                                  "label_prob", 0.1 * v, 12) for v in (2.0, 4.0, 8.0)]
+
+    with Catalog.open(run / "catalog.duckdb") as cat:
+        cat.upsert(clips)
+        cat.upsert([ModelRow(MODEL_NAME, str(model_dir), "Qwen2AudioAdapter", 4, D_MODEL)])
+        for rows in (sae_rows, feature_rows, example_rows, lens_rows, summary_rows, enrich_rows, evals, steering):
+            cat.upsert(rows)
+    return UiRun(root, run / "catalog.duckdb", model_dir, clips_dir, tuple(r.sae_id for r in sae_rows))
+
+
+def ui_run_dir(base: Path) -> UiRun:
+    """:func:`build_ui_run` under ``base/ui-run``, reused when an earlier test built it."""
+    root = Path(base) / "ui-run"
+    done = root / "DONE"
+    if not done.exists():
+        build_ui_run(root)
+        done.write_text("ok")
+    return UiRun(root, root / "run" / "catalog.duckdb", root / MODEL_NAME, root / "corpus" / "clips",
+                 tuple(sae_id_for(MODEL_NAME, layer, EXPANSION) for layer in LAYERS))

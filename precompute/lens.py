@@ -202,6 +202,12 @@ def lens(run: RunConfig, model_cfg: ModelConfig, manifest: Path, cfg: LensConfig
             if r.clip_id not in audio:
                 audio[r.clip_id] = load_audio(r.path, sr=llm.sampling_rate)
         options_of[track] = p3_options(track, sorted({r.labels[track] for r in recs}))
+        try:
+            label_token_ids(llm.tokenizer, options_of[track])
+        except ValueError as exc:  # e.g. two labels share a first sub-token in this tokenizer
+            log.warning("lens: track %r skipped: %s", track, exc)
+            del options_of[track]
+            continue
         for fmt in cfg.formats:
             runs.append(run_track(llm, recs, audio, track, fmt, options_of[track], cfg.batch_size))
     summary = [
@@ -215,6 +221,9 @@ def lens(run: RunConfig, model_cfg: ModelConfig, manifest: Path, cfg: LensConfig
     enrich_rows: list[LensEnrichmentRow] = []
     p3 = [s for s in summary if s.prompt_format == cfg.enrich_format]
     track = cfg.enrich_track or (min(p3, key=lambda s: s.accuracy).track if p3 else None)
+    if track is not None and track not in options_of:
+        log.warning("lens: enrichment track %r was skipped above; no enrichment study", track)
+        track = None
     if track is not None and cfg.enrich_lambdas:
         track_recs = [r for r in records if track in r.labels][: cfg.max_per_track]
         enrich_rows = enrich_study(llm, track_recs, audio, track, cfg, options_of[track], run.run.seed)

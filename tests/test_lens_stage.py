@@ -41,3 +41,32 @@ def test_lens_stage_writes_tables_and_figures(tmp_path, tiny_model_dir, tiny_llm
         assert len([r for r in enr if r.method == "random_layer"]) == 2 * 2
         # lambda = 0 is no enrichment at all: every method gives the plain accuracy on the same test set
         assert len({r.accuracy for r in enr if r.lam == 0.0}) == 1
+
+
+def test_track_with_ambiguous_label_tokens_is_skipped(tmp_path, tiny_model_dir, tiny_llm, caplog):
+    """The fixture tokenizer maps ' cat' and ' cow' to one first token: skip that track, keep the rest."""
+    import logging
+
+    from ard_core.prompts import label_token_ids
+
+    try:
+        label_token_ids(tiny_llm.tokenizer, ["cat", "cow"])
+        import pytest
+
+        pytest.skip("the fixture tokenizer separates cat and cow")
+    except ValueError:
+        pass
+    recs = []
+    for i in range(8):
+        p = tmp_path / f"a{i}.wav"
+        sf.write(p, tone(0.6, 200 + 50 * i, seed=i), 16000)
+        labels = {"animal": ["cat", "cow"][i % 2]} if i < 4 else {"gender": ["male", "female"][i % 2]}
+        recs.append(ClipRecord(f"a{i}", p, "t", "test", 0.6, labels, "x"))
+    manifest = save_manifest(recs, tmp_path / "m.csv")
+    run = RunConfig.from_raw({"run": {"out_dir": str(tmp_path / "run"), "device": "cpu"}})
+    cfg = LensConfig(tracks=["animal", "gender"], formats=["P3"], enrich_lambdas=[])
+    with caplog.at_level(logging.WARNING):
+        lens(run, None, manifest, cfg, llm=tiny_llm)
+    assert "track 'animal' skipped" in caplog.text
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        assert [s.track for s in cat.rows(LensSummaryRow)] == ["gender"]

@@ -39,6 +39,11 @@ STAGES: dict[str, Stage] = {
 }
 
 
+def add_config_argument(p: argparse.ArgumentParser) -> None:
+    """The ``--config`` option every stage takes."""
+    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+
+
 def stage_available(name: str) -> bool:
     return importlib.util.find_spec(STAGES[name].module) is not None
 

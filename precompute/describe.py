@@ -30,6 +30,7 @@ from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.naming import CAPTION_PROMPT, Summarizer, SummarizerConfig
 from precompute.score import ScoreConfig
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def describe(run: RunConfig, model_cfg: ModelConfig, cfg: DescribeConfig, top_c:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:

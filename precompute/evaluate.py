@@ -32,6 +32,7 @@ from ard_core.evaluation import DEFAULT_GAMMA, cosine_matrix, match_concepts
 from ard_core.naming import ConsensusSummarizer
 from precompute.describe import DescribeConfig, table1_sae
 from precompute.score import ScoreConfig
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def write_report(out_dir: Path, t1: SaeRow, table1, table4, refs, per_track, cfg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from ard_core.config import ConfigError, RunConfig, resolve_device, save_json, t
 from ard_core.datasets import ClipRecord, load_manifest
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.store import ActivationStore, ActivationWriter, StoreMeta, shard_name
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def register(run: RunConfig, model_cfg: ModelConfig, llm: AudioLLM, store: Activ
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
     p.add_argument("--max-clips", type=int, default=None, help="override [extract].max_clips")
 
 

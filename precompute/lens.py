@@ -42,6 +42,7 @@ from ard_core.lens import (
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.prompts import FORMATS, attribute_prompt, candidate_labels, label_token_ids, p3_options
 from precompute.extract import ExtractConfig
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def _nan_to_none(x: float) -> float | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ard_core.config import RunConfig
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def run_all(config: Path, force: bool = False, start: str | None = None) -> list
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
     p.add_argument("--force", action="store_true", help="redo every stage, even completed ones")
     p.add_argument("--from", dest="start", choices=PIPELINE, help="redo from this stage on")
 

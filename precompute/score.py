@@ -49,6 +49,7 @@ from ard_core.retrieval import (
 )
 from ard_core.sae import TopKSAE
 from ard_core.store import ActivationStore
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ def score(run: RunConfig, cfg: ScoreConfig) -> ScoreResult:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:

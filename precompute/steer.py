@@ -18,6 +18,7 @@ from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.models import ModelConfig
 from ard_core.prompts import CAPTION_QUESTION, TRACK_PROMPTS, attribute_prompt, p3_options
 from ard_core.steering import POSITION_KINDS, specs_for_features, steer
+from precompute.cli import add_config_argument
 
 
 def track_labels(cat: Catalog, track: str) -> list[str]:
@@ -32,7 +33,7 @@ def track_labels(cat: Catalog, track: str) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
     p.add_argument("--audio", required=True, help="audio file (any format soundfile reads)")
     p.add_argument("--feature", action="append", default=[], help="feature SAE_ID/K (repeatable)")
     p.add_argument("--value", action="append", type=float, default=[], help="steering value, one per --feature")

@@ -45,6 +45,7 @@ from ard_core.store import ActivationStore
 from precompute.describe import DescribeConfig, table1_sae
 from precompute.evaluate import EvaluateConfig, TextEmbedder, references
 from precompute.score import ScoreConfig
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def write_report(out_dir: Path, t1: SaeRow, rows: Sequence[SteeringResultRow], c
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from ard_core.catalog import Catalog, SaeRow, sae_id_for
 from ard_core.config import ConfigError, RunConfig, resolve_device, to_dict
 from ard_core.sae_train import Dist, SaeSection, TrainResult, finished_run, train_sae
 from ard_core.store import ActivationStore
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ RESULT_KEYS = ("k", "batch_size", "steps", "lr", "warmup_steps", "lr_decay_frac"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    add_config_argument(p)
     p.add_argument("--only", action="append", default=None, metavar="SAE_ID",
                    help="train only this SAE id (repeatable), e.g. tiny-audiollm-l4-e8")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")

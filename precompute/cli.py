@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 3
     module = importlib.import_module(stage.module)
+    from ard_core.catalog import CatalogError
     from ard_core.config import ConfigError
 
     try:
@@ -100,3 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except (CatalogError, OSError) as exc:  # missing model/catalog/store files: say which, no traceback
+        if args.verbose:
+            raise
+        print(f"error in stage '{args.stage}': {exc} (run with -v for the traceback)", file=sys.stderr)
+        return 1

@@ -68,7 +68,11 @@ def run_all(config: Path, force: bool = False, start: str | None = None) -> list
             continue
         print(f"[run] {stage}: starting")
         t0 = time.perf_counter()
-        rc = run_stage(stage, config)
+        try:
+            rc = run_stage(stage, config)
+        except Exception as exc:  # report which stage broke; the CLI prints the message cleanly
+            print(f"[run] {stage}: failed: {type(exc).__name__}: {exc}")
+            raise
         if rc != 0:
             print(f"[run] {stage}: failed with exit code {rc}; later stages not run")
             outcomes.append((stage, "failed"))

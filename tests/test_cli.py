@@ -35,3 +35,12 @@ def test_config_errors_exit_cleanly(tmp_path, capsys):
 
 def test_extract_is_built():
     assert stage_available("extract")
+
+
+def test_missing_files_give_one_clean_line(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[run]\nout_dir = "{tmp_path / "run"}"\n[model]\nname_or_path = "{tmp_path / "nomodel"}"\n'
+                   f'[extract]\nmanifest = "{tmp_path / "none.csv"}"\n')
+    assert main(["score", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "error in stage 'score'" in err and "Traceback" not in err

@@ -94,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     module = importlib.import_module(stage.module)
     from ard_core.catalog import CatalogError
-    from ard_core.config import ConfigError
+    from ard_core.config import ConfigError, RunConfig, apply_threads
 
     try:
+        if getattr(args, "config", None):
+            apply_threads(RunConfig.load(args.config).run.threads)
         return int(module.main(args) or 0)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -1,11 +1,13 @@
 """Stage ``train-tiny-audiollm``: train the embedded tiny Qwen2-Audio on the mini corpus.
 
-The recipe (tokenizer, processor, config) is :mod:`ard_core.models.tiny_recipe`.
-Training has two phases, both on the corpus's train split, with the log-mel
+The recipe (tokenizer, processor, config) is :mod:`ard_core.models.tiny_recipe`,
+the data pipeline and auxiliary heads :mod:`ard_core.models.tiny_training`, the
+measurement :mod:`ard_core.attribute_eval`. Training has two phases, both on the corpus's train split, with the log-mel
 features computed once up front:
 
 1. **encoder** (``steps_encoder``): the audio encoder alone, with one linear
-   classification head per track on its mean-pooled output. An LM that learns
+   classification head per track on its mean-pooled output (and on every audio
+   token, ``token_aux``). An LM that learns
    its answers only through the answer token underfits the harder tracks
    (language stayed below 50% in the trial in FINDINGS.md); the heads give the
    encoder a direct signal.
@@ -13,7 +15,13 @@ features computed once up front:
    same chat template the adapter builds (``AudioLLM.build_prompt``): AudioLens
    P1/P2/P3 attribute questions for every track (loss on the answer token and
    the end of turn) and captioning (``CAPTION_QUESTION`` -> the manifest caption;
-   loss on the caption tokens), plus the auxiliary heads' loss.
+   loss on the caption tokens), plus the auxiliary heads' loss. Tracks are asked
+   with relative frequencies ``track_weights`` (language, 8-way, most often).
+
+Both phases share a wall-clock budget (``max_minutes``, phase 1 at most
+``encoder_share`` of it); the learning rate anneals by step or by time,
+whichever is further along, so a busy CPU gives fewer steps, not an unfinished
+schedule.
 
 The heads are dropped before saving: the shipped folder is a plain
 ``Qwen2AudioForConditionalGeneration`` + ``Qwen2AudioProcessor``. Next to it go
@@ -29,7 +37,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -38,20 +45,24 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from ard_core.attribute_eval import (
+    AccuracyRow, accuracy_table, evaluate_attributes, generate_captions, single_label, word_f1,
+)
 from ard_core.audio import iter_audio
-from ard_core.config import ConfigError, RunConfig, from_dict, save_json, to_dict
-from ard_core.datasets import LABEL_VOCAB, TRACKS, ClipRecord, load_manifest
+from ard_core.config import ConfigError, RunConfig, from_dict, load_json, save_json
+from ard_core.datasets import TRACKS, ClipRecord, load_manifest
 from ard_core.models.tiny_recipe import (
-    TinyArch, build_config, build_model, build_processor, check_single_token_labels,
-    n_audio_tokens, save_tiny, tokenizer_texts, train_tokenizer,
+    TinyArch, build_config, build_model, build_processor, check_single_token_labels, save_tiny,
+    tokenizer_texts, train_tokenizer,
 )
-from ard_core.prompts import (
-    CAPTION_QUESTION, FORMATS, candidate_labels, label_token_ids, p3_options, questions_for,
+from ard_core.models.tiny_training import (
+    Budget, Features, TaskSampler, TrackHeads, collate, compute_features, corpus_label_sets, cosine_lr,
+    encoder_states, lm_loss, masked_mean, spec_augment,
 )
+from ard_core.prompts import CAPTION_QUESTION
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +82,7 @@ class TinyAudioLLMConfig:
     max_minutes: float = 55.0
     """Wall-clock budget of both phases; past it training stops (and says so). The learning-rate
     schedules follow whichever of step count or budget is further along, so they always anneal."""
-    encoder_share: float = 0.2
+    encoder_share: float = 0.3
     """Share of ``max_minutes`` that phase 1 may use."""
     batch_size: int = 16
     """Phase-2 examples per step (one clip and one task each)."""
@@ -91,8 +102,7 @@ class TinyAudioLLMConfig:
     """Weight of the auxiliary head loss in phase 2."""
     token_aux: bool = True
     """Heads also classify every audio token (not only the pooled clip), so that each token the
-    decoder attends to carries the labels and the features stay local (phonemes rather than
-    whole-sentence identity; the corpus has only 10 training sentences per language)."""
+    decoder attends to carries the labels."""
     track_weights: dict[str, float] = field(default_factory=lambda: {"language": 3.0, "emotion": 1.5})
     """Relative frequency of each track's questions in phase 2 (tracks not listed: 1.0)."""
     spec_augment: bool = True
@@ -129,355 +139,6 @@ class TinyAudioLLMConfig:
         bad = {k: v for k, v in self.track_weights.items() if k not in TRACKS or not v > 0}
         if bad:
             raise ConfigError(f"[tiny_audiollm].track_weights {bad}: keys must be tracks {TRACKS}, values > 0")
-
-
-# -- data -----------------------------------------------------------------------------
-
-def single_label(rec: ClipRecord, track: str) -> str | None:
-    """The clip's one label on ``track`` (None when absent or multi-label)."""
-    labels = rec.label_set(track)
-    return labels[0] if len(labels) == 1 else None
-
-
-def corpus_label_sets(records: Sequence[ClipRecord]) -> dict[str, tuple[str, ...]]:
-    """Track -> label set in P3 order: closed vocabularies whole, open tracks as found."""
-    out: dict[str, tuple[str, ...]] = {}
-    for track in TRACKS:
-        present = {lab for r in records if (lab := single_label(r, track))}
-        if not present:
-            continue
-        out[track] = p3_options(track, LABEL_VOCAB.get(track, ()) or sorted(present))
-    return out
-
-
-class Features(NamedTuple):
-    """Cached Whisper log-mel features of a list of clips."""
-
-    records: list[ClipRecord]
-    audio: list[np.ndarray]  # 16 kHz waveforms (for evaluation through the adapter)
-    mel: torch.Tensor  # (N, 128, frames) float16
-    n_frames: torch.Tensor  # (N,) valid frames per clip
-
-
-def compute_features(records: Sequence[ClipRecord], feature_extractor: object, desc: str) -> Features:
-    """Decode every clip once and run the feature extractor (skips clips that fail to load)."""
-    recs, waves, mels, lens = [], [], [], []
-    for clip in tqdm(iter_audio(records), total=len(records), desc=f"features ({desc})"):
-        out = feature_extractor(clip.audio, sampling_rate=feature_extractor.sampling_rate,
-                                return_attention_mask=True, padding="max_length", return_tensors="np")
-        recs.append(clip.record)
-        waves.append(clip.audio)
-        mels.append(torch.from_numpy(out["input_features"][0]).to(torch.float16))
-        lens.append(int(out["attention_mask"][0].sum()))
-    if not recs:
-        raise ValueError(f"no clip of the {desc} split could be loaded")
-    return Features(recs, waves, torch.stack(mels), torch.tensor(lens))
-
-
-class PromptIds(NamedTuple):
-    """A chat prompt (``AudioLLM.build_prompt`` text), tokenised, with its audio placeholder at ``audio_at``."""
-
-    text: str
-    ids: list[int]
-    audio_at: int
-
-
-class Example(NamedTuple):
-    clip: int  # index into Features
-    prompt: PromptIds
-    answer: list[int]  # tokens the loss is taken on (answer + <|im_end|>)
-
-
-class TaskSampler:
-    """Draws training examples: a track (by ``track_weights``), a clip of it, one of its prompts."""
-
-    def __init__(self, feats: Features, label_sets: dict[str, tuple[str, ...]], tokenizer: object,
-                 build_prompt, caption_fraction: float, seed: int,
-                 track_weights: dict[str, float] | None = None) -> None:
-        self.rng = random.Random(seed)
-        self.caption_fraction = caption_fraction
-        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        audio_id = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
-        cache: dict[tuple[str, str], PromptIds] = {}
-
-        def tok_prompt(question: str, prefix: str) -> PromptIds:
-            key = (question, prefix)
-            if key not in cache:
-                text = build_prompt(question, prefix or None)
-                ids = tokenizer.encode(text, add_special_tokens=False)
-                cache[key] = PromptIds(text, ids, ids.index(audio_id))
-            return cache[key]
-
-        self.by_track: dict[str, list[tuple[int, list[tuple[PromptIds, list[int]]]]]] = {}
-        for track, options in label_sets.items():
-            items = []
-            for i, rec in enumerate(feats.records):
-                label = single_label(rec, track)
-                if label is None or label not in options:
-                    continue
-                answer = tokenizer.encode(" " + label, add_special_tokens=False) + [end]
-                items.append((i, [(tok_prompt(p.question, p.prefix), answer)
-                                  for p in questions_for(track, label, options)]))
-            if items:
-                self.by_track[track] = items
-        self.captions = [(i, tokenizer.encode(r.caption, add_special_tokens=False) + [end])
-                         for i, r in enumerate(feats.records) if r.caption.strip()]
-        self.caption_prompt = tok_prompt(CAPTION_QUESTION, "")
-        self.tracks = sorted(self.by_track)
-        self.weights = [(track_weights or {}).get(t, 1.0) for t in self.tracks]
-
-    def sample(self) -> Example:
-        if self.captions and self.rng.random() < self.caption_fraction:
-            i, answer = self.rng.choice(self.captions)
-            return Example(i, self.caption_prompt, answer)
-        track = self.rng.choices(self.tracks, weights=self.weights)[0]
-        i, prompts = self.rng.choice(self.by_track[track])
-        prompt, answer = self.rng.choice(prompts)
-        return Example(i, prompt, answer)
-
-
-def spec_augment(mel: torch.Tensor, n_frames: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Two time masks (<= 10% of the clip) and two frequency masks (<= 12 bins) per clip."""
-    mel = mel.clone()
-    b, n_mel, _ = mel.shape
-    fill = mel.amin(dim=(1, 2))
-    for j in range(b):
-        for _ in range(2):
-            w = int(torch.randint(0, 13, (1,), generator=gen))
-            f0 = int(torch.randint(0, n_mel - w + 1, (1,), generator=gen))
-            mel[j, f0:f0 + w, :] = fill[j]
-            t_max = max(1, int(n_frames[j]) // 10)
-            w = int(torch.randint(0, t_max + 1, (1,), generator=gen))
-            t0 = int(torch.randint(0, max(1, int(n_frames[j]) - w + 1), (1,), generator=gen))
-            mel[j, :, t0:t0 + w] = fill[j]
-    return mel
-
-
-def collate(examples: Sequence[Example], feats: Features, pad_id: int, audio_id: int,
-            augment: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """Right-padded batch with the audio placeholder expanded like ``Qwen2AudioProcessor``.
-
-    ``answer_mask[b, t]`` marks the positions whose *next* token is an answer token.
-    """
-    idx = torch.tensor([e.clip for e in examples])
-    n_frames = feats.n_frames[idx]
-    rows, masks = [], []
-    for e, nf in zip(examples, n_frames.tolist()):
-        ids = e.prompt.ids
-        full = ids[:e.prompt.audio_at] + [audio_id] * n_audio_tokens(nf) + ids[e.prompt.audio_at + 1:]
-        rows.append(full + e.answer)
-        masks.append([0] * (len(full) - 1) + [1] * len(e.answer) + [0])
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    answer_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for j, (r, m) in enumerate(zip(rows, masks)):
-        input_ids[j, :len(r)] = torch.tensor(r)
-        attention[j, :len(r)] = 1
-        answer_mask[j, :len(m)] = torch.tensor(m, dtype=torch.bool)
-    mel = feats.mel[idx].float()
-    if augment is not None:
-        mel = spec_augment(mel, n_frames, augment)
-    frames = mel.shape[-1]
-    return {
-        "input_ids": input_ids, "attention_mask": attention, "input_features": mel,
-        "feature_attention_mask": (torch.arange(frames)[None, :] < n_frames[:, None]).long(),
-        "answer_mask": answer_mask, "clip_index": idx,
-    }
-
-
-# -- auxiliary heads ---------------------------------------------------------------------
-
-class TrackHeads(nn.Module):
-    """One linear classifier per track on the mean-pooled audio-encoder output (training only)."""
-
-    def __init__(self, d_audio: int, label_sets: dict[str, tuple[str, ...]]) -> None:
-        super().__init__()
-        self.label_sets = label_sets
-        self.heads = nn.ModuleDict({t: nn.Linear(d_audio, len(labs)) for t, labs in label_sets.items()})
-
-    def targets(self, records: Sequence[ClipRecord]) -> dict[str, torch.Tensor]:
-        out = {}
-        for t, labs in self.label_sets.items():
-            index = {lab: k for k, lab in enumerate(labs)}
-            out[t] = torch.tensor([index.get(single_label(r, t) or "", -100) for r in records])
-        return out
-
-    def loss(self, pooled: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean over tracks present in the batch of the per-track cross-entropy; also accuracies."""
-        losses, accs = [], {}
-        for t, head in self.heads.items():
-            y = targets[t].to(pooled.device)
-            keep = y >= 0
-            if keep.any():
-                logits = head(pooled[keep])
-                losses.append(F.cross_entropy(logits, y[keep]))
-                accs[t] = float((logits.argmax(-1) == y[keep]).float().mean())
-        total = torch.stack(losses).mean() if losses else pooled.sum() * 0.0
-        return total, accs
-
-    def token_loss(self, states: torch.Tensor, lengths: torch.Tensor,
-                   targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The same classifiers applied to every valid audio token (batch, T, d) of each clip."""
-        valid = torch.arange(states.shape[1])[None, :] < lengths[:, None]  # (batch, T)
-        losses = []
-        for t, head in self.heads.items():
-            y = targets[t].to(states.device)[:, None].expand(-1, states.shape[1])
-            keep = valid & (y >= 0)
-            if keep.any():
-                losses.append(F.cross_entropy(head(states[keep]), y[keep]))
-        return torch.stack(losses).mean() if losses else states.sum() * 0.0
-
-
-def encoder_states(model: nn.Module, input_features: torch.Tensor,
-                   feature_attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Audio-encoder output (batch, T, d) and valid lengths, masked as ``Qwen2AudioModel.forward`` masks it."""
-    from transformers.masking_utils import create_bidirectional_mask
-
-    tower = model.model.audio_tower
-    conv_lengths, out_lengths = tower._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
-    b, _, n_mel_frames = input_features.shape
-    max_len = (n_mel_frames - 2) // 2 + 1
-    mask_2d = (torch.arange(max_len)[None, :] < conv_lengths[:, None]).long()
-    mask = create_bidirectional_mask(config=tower.config, inputs_embeds=torch.zeros(b, max_len, 1),
-                                     attention_mask=mask_2d)
-    return tower(input_features, attention_mask=mask).last_hidden_state, out_lengths
-
-
-def masked_mean(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    keep = (torch.arange(states.shape[1])[None, :] < lengths[:, None]).to(states.dtype)
-    return (states * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)
-
-
-def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
-    """Per-example mean CE over answer tokens, averaged over examples (captions don't outweigh answers)."""
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (batch, seq-1)
-    m = answer_mask[:, :-1].float()
-    return ((nll * m).sum(1) / m.sum(1).clamp(min=1)).mean()
-
-
-def cosine_lr(step: int, total: int, warmup: int, peak: float, time_progress: float = 0.0) -> float:
-    """Linear warm-up, then cosine to 10% of ``peak``, driven by the larger of step and time progress."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = max((step - warmup) / max(1, total - warmup), time_progress)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-class Budget:
-    """Wall-clock budget of one phase: ``progress()`` in [0, 1], ``over()`` once spent."""
-
-    def __init__(self, seconds: float) -> None:
-        self.start, self.seconds = time.time(), max(1e-6, seconds)
-
-    def progress(self) -> float:
-        return min(1.0, (time.time() - self.start) / self.seconds)
-
-    def over(self) -> bool:
-        return time.time() - self.start >= self.seconds
-
-
-# -- evaluation ---------------------------------------------------------------------------
-
-class AccuracyRow(NamedTuple):
-    """Accuracy of one track in one prompt format."""
-
-    track: str
-    fmt: str
-    n: int
-    accuracy: float
-    """Argmax over the candidate labels' first tokens equals the gold label."""
-    free_accuracy: float
-    """The unconstrained top-1 next token is the gold label's token."""
-    chance: float
-    """1 / number of candidate labels."""
-
-
-def evaluate_attributes(llm: object, records: Sequence[ClipRecord], audio: Sequence[np.ndarray],
-                        label_sets: dict[str, tuple[str, ...]], batch_size: int = 32,
-                        formats: Sequence[str] | None = None, tracks: Sequence[str] | None = None,
-                        progress: bool = True) -> list[AccuracyRow]:
-    """Ask every clip the prompts of :func:`questions_for` through the adapter and score the next token."""
-    rows = []
-    for track, options in label_sets.items():
-        if tracks is not None and track not in tracks:
-            continue
-        jobs: dict[str, list[tuple[int, str, object]]] = {}
-        for i, rec in enumerate(records):
-            label = single_label(rec, track)
-            if label is None or label not in options:
-                continue
-            for p in questions_for(track, label, options):
-                if formats is None or p.fmt in formats:
-                    jobs.setdefault(p.fmt, []).append((i, label, p))
-        for fmt, items in jobs.items():
-            cands = candidate_labels(track, fmt, options)
-            cand_ids = torch.tensor(label_token_ids(llm.tokenizer, cands))
-            correct = free = 0
-            for s in tqdm(range(0, len(items), batch_size), desc=f"eval {track} {fmt}", disable=not progress,
-                          leave=False):
-                chunk = items[s:s + batch_size]
-                batch = llm.prepare([audio[i] for i, _, _ in chunk],
-                                    [llm.build_prompt(p.question, p.prefix) for _, _, p in chunk])
-                with torch.no_grad():
-                    last = llm.model(**batch).logits[:, -1].float().cpu()  # left padding: -1 is real
-                pred = last[:, cand_ids].argmax(-1)
-                top1 = last.argmax(-1)
-                for j, (_, label, _) in enumerate(chunk):
-                    gold = cands.index(label)
-                    correct += int(pred[j] == gold)
-                    free += int(top1[j] == cand_ids[gold])
-            n = len(items)
-            rows.append(AccuracyRow(track, fmt, n, correct / n, free / n, 1.0 / len(cands)))
-    return rows
-
-
-class CaptionSample(NamedTuple):
-    clip_id: str
-    reference: str
-    generated: str
-
-
-def generate_captions(llm: object, records: Sequence[ClipRecord], audio: Sequence[np.ndarray],
-                      batch_size: int = 16, max_new_tokens: int = 40) -> list[CaptionSample]:
-    """Greedy captions for ``CAPTION_QUESTION`` through the adapter."""
-    out = []
-    prompt = llm.build_prompt(CAPTION_QUESTION)
-    for s in range(0, len(records), batch_size):
-        batch = llm.prepare(list(audio[s:s + batch_size]), [prompt] * len(records[s:s + batch_size]))
-        with torch.no_grad():
-            gen = llm.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-        texts = llm.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        out += [CaptionSample(r.clip_id, r.caption, t.strip()) for r, t in zip(records[s:s + batch_size], texts)]
-    return out
-
-
-def word_f1(reference: str, hypothesis: str) -> float:
-    """Unigram F1 between lower-cased word bags (a crude caption-overlap score)."""
-    ref, hyp = reference.lower().replace(".", " ").split(), hypothesis.lower().replace(".", " ").split()
-    if not ref or not hyp:
-        return 0.0
-    common = sum(min(ref.count(w), hyp.count(w)) for w in set(hyp))
-    if common == 0:
-        return 0.0
-    p, r = common / len(hyp), common / len(ref)
-    return 2 * p * r / (p + r)
-
-
-def accuracy_table(rows: Sequence[AccuracyRow]) -> str:
-    """Markdown table: one line per track, one column per prompt format, chance alongside."""
-    fmts = [f for f in (*FORMATS, "P3n") if any(r.fmt == f for r in rows)]
-    lines = ["| track | " + " | ".join(f"{f} acc (free)" for f in fmts) + " | n (P1) | chance |",
-             "|---|" + "---|" * (len(fmts) + 2)]
-    for track in dict.fromkeys(r.track for r in rows):
-        by = {r.fmt: r for r in rows if r.track == track}
-        cells = [f"{100 * by[f].accuracy:.1f}% ({100 * by[f].free_accuracy:.1f}%)" if f in by else "-"
-                 for f in fmts]
-        chance = ", ".join(sorted({f"{100 * r.chance:.1f}%" for r in by.values()}))
-        n = by["P1"].n if "P1" in by else next(iter(by.values())).n
-        lines.append(f"| {track} | " + " | ".join(cells) + f" | {n} | {chance} |")
-    return "\n".join(lines)
 
 
 # -- training ---------------------------------------------------------------------------
@@ -701,9 +362,14 @@ def evaluate_folder(folder: Path, manifest: Path, split: str = "test", batch_siz
                          "samples": [c._asdict() for c in caps[:6]]}}
 
 
-def audiollm_card(folder: Path, result: dict, cfg: TinyAudioLLMConfig) -> str:
-    """The model card text (README.md) from the saved folder's files and a measured ``result``."""
+def audiollm_card(folder: Path, result: dict) -> str:
+    """The model card text (README.md) from the saved folder's files and a measured ``result``.
+
+    Training settings come from the folder's own ``training_config.json``, not from
+    whatever config is current.
+    """
     folder = Path(folder)
+    cfg = load_json(TinyAudioLLMConfig, folder / "training_config.json")
     config = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "train_summary.json").read_text())
     labels = json.loads((folder / "label_sets.json").read_text())
@@ -791,16 +457,16 @@ Reproduce these figures: `python scripts/eval_tiny_models.py --audiollm` (retrai
 """
 
 
-def write_card(folder: Path, result: dict, cfg: TinyAudioLLMConfig) -> Path:
+def write_card(folder: Path, result: dict) -> Path:
     path = Path(folder) / "README.md"
-    path.write_text(audiollm_card(folder, result, cfg))
+    path.write_text(audiollm_card(folder, result))
     return path
 
 
 # -- stage entry points --------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="run config TOML ([run] + [tiny_audiollm])")
+    add_config_argument(parser)
     parser.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation and card")
 
 
@@ -819,6 +485,6 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_eval:
         result = evaluate_folder(res.out_dir, cfg.manifest)
         (res.out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        write_card(res.out_dir, result, cfg)
+        write_card(res.out_dir, result)
         print(accuracy_table([AccuracyRow(**r) for r in result["accuracy"]]))
     return 0

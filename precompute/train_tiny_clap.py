@@ -40,9 +40,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ard_core.audio import iter_audio
-from ard_core.config import ConfigError, RunConfig, save_json
+from ard_core.config import ConfigError, RunConfig, load_json, save_json
 from ard_core.datasets import ClipRecord, load_manifest
-from precompute.train_tiny_audiollm import Budget, TrackHeads, corpus_label_sets, cosine_lr
+from ard_core.models.tiny_training import Budget, TrackHeads, corpus_label_sets, cosine_lr
+from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +360,9 @@ def train_clap(cfg: TinyClapConfig, seed: int, train_records: Sequence[ClipRecor
                "manifest_sha256": manifest_sha256, "torch_threads": torch.get_num_threads()}
     (cfg.out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if stopped:
-        log.warning("max_minutes=%.1f reached: stopped after %d steps", cfg.max_minutes, done)
+        log.warning("time budget (max_minutes=%.1f, phase 1 share %.2f) reached: %d/%d audio and %d/%d "
+                    "contrastive steps done", cfg.max_minutes, cfg.audio_share, audio_done, cfg.audio_steps,
+                    done, cfg.steps)
     return ClapTrainResult(cfg.out_dir, audio_done, done, minutes, stopped, losses)
 
 
@@ -418,8 +421,10 @@ def evaluate_clap_folder(folder: Path, manifest: Path, split: str = "test") -> d
     return {"split": split, "all": res._asdict(), "groups": groups}
 
 
-def clap_card(folder: Path, result: dict, cfg: TinyClapConfig) -> str:
+def clap_card(folder: Path, result: dict) -> str:
+    """The card text from the folder's files (``training_config.json`` included) and a measured ``result``."""
     folder = Path(folder)
+    cfg = load_json(TinyClapConfig, folder / "training_config.json")
     config = json.loads((folder / "config.json").read_text())
     summary = json.loads((folder / "train_summary.json").read_text())
     a, t = config["audio_config"], config["text_config"]
@@ -431,7 +436,7 @@ def clap_card(folder: Path, result: dict, cfg: TinyClapConfig) -> str:
 
     res = json.loads(json.dumps(result))  # int keys -> str keys, as read back from eval.json
     rows = "\n".join([row("all", res["all"])] + [row(k, v) for k, v in res["groups"].items()])
-    stopped = " (ended at the time budget)" if summary["stopped_early"] else ""
+    stopped = " (a phase ended at its time budget)" if summary["stopped_early"] else ""
     return f"""---
 license: apache-2.0
 library_name: transformers
@@ -473,7 +478,7 @@ captions; manifest sha256 `{summary.get('manifest_sha256', '?')[:16]}...`).
   the speech, animal and sound-event groups: symmetric InfoNCE (`ClapModel(return_loss=True)`) plus
   the classifiers' loss x {cfg.aux_weight:g}.
 - AdamW lr {cfg.lr:g} (warm-up, cosine), time/frequency masks: {cfg.spec_augment}, seed {summary['seed']},
-{summary['train_minutes']:.1f} minutes on {summary['torch_threads']} CPU thread(s){stopped}. Loss log: `train_log.csv`.
+  {summary['train_minutes']:.1f} minutes on {summary['torch_threads']} CPU thread(s){stopped}. Loss log: `train_log.csv`.
 
 ## Evaluation ({result['split']} split)
 
@@ -490,16 +495,16 @@ Reproduce: `python scripts/eval_tiny_models.py --clap` (retrain:
 """
 
 
-def write_clap_card(folder: Path, result: dict, cfg: TinyClapConfig) -> Path:
+def write_clap_card(folder: Path, result: dict) -> Path:
     path = Path(folder) / "README.md"
-    path.write_text(clap_card(folder, result, cfg))
+    path.write_text(clap_card(folder, result))
     return path
 
 
 # -- stage entry points --------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="run config TOML ([run] + [tiny_clap])")
+    add_config_argument(parser)
     parser.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation and card")
 
 
@@ -512,11 +517,11 @@ def main(args: argparse.Namespace) -> int:
     sha = hashlib.sha256(cfg.manifest.read_bytes()).hexdigest()
     res = train_clap(cfg, run.run.seed, records, manifest_sha256=sha)
     print(f"saved {res.out_dir} after {res.audio_steps_done}+{res.steps_done} steps in {res.minutes:.1f} min"
-          f"{' (stopped early at max_minutes)' if res.stopped_early else ''}")
+          f"{' (a phase ended at its time budget)' if res.stopped_early else ''}")
     if not args.no_eval:
         result = evaluate_clap_folder(res.out_dir, cfg.manifest)
         (res.out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        write_clap_card(res.out_dir, result, cfg)
+        write_clap_card(res.out_dir, result)
         r = result["all"]
         print(f"test audio->text R@1 {100 * r['recall'][1]:.1f}% (chance {100 * r['chance'][1]:.1f}%), "
               f"R@5 {100 * r['recall'][5]:.1f}% (chance {100 * r['chance'][5]:.1f}%) "

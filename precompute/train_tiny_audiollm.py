@@ -359,7 +359,7 @@ def evaluate_folder(folder: Path, manifest: Path, split: str = "test", batch_siz
     exact = float(np.mean([c.reference.strip().lower() == c.generated.lower() for c in caps])) if caps else 0.0
     return {"split": split, "accuracy": [r._asdict() for r in rows],
             "captions": {"n": len(caps), "word_f1": f1, "exact_match": exact,
-                         "samples": [c._asdict() for c in caps[:6]]}}
+                         "samples": [c._asdict() for c in caps[::max(1, len(caps) // 6)][:6]]}}
 
 
 def audiollm_card(folder: Path, result: dict) -> str:
@@ -378,6 +378,12 @@ def audiollm_card(folder: Path, result: dict) -> str:
     caps = result["captions"]
     samples = "\n".join(f"| {c['clip_id']} | {c['reference']} | {c['generated']} |" for c in caps["samples"])
     token_note = " and on every audio token" if cfg.token_aux else ""
+    emo = {r.fmt: r for r in rows if r.track == "emotion"}
+    emotion_note = ""
+    if "P3" in emo and "P1" in emo:
+        emotion_note = (f"\nEmotion: P3 offers Table I's five options and is asked of the {emo['P3'].n} non-neutral "
+                        f"clips (chance {100 * emo['P3'].chance:.0f}%); P1, P2 and P3n choose among all six labels "
+                        f"on all {emo['P1'].n} emotion clips (chance {100 * emo['P1'].chance:.1f}%).\n")
     weights = ", ".join(f"{k} {cfg.track_weights.get(k, 1.0):g}" for k in labels)
     label_lines = "\n".join(f"- **{k}** ({len(v)}): {', '.join(v)}" for k, v in labels.items())
     notes = [n for n, hit in (("phase 1 ended at its share of the time budget", summary.get("encoder_timed_out")),
@@ -444,6 +450,11 @@ next-token logit after the prompt's final "is" is the gold label; "free" = the u
 top-1 next token is the gold label's token. Chance = 1 / number of candidates.
 
 {accuracy_table(rows)}
+{emotion_note}
+Language is the weakest track: the test split's sentences are never heard in
+training, and the corpus speaks only a few sentences per language (`assets/corpus/DATA.md`), so the
+model must tell languages apart on unseen words. Every track has failures, which the logit-lens
+views need.
 
 Captioning ("{CAPTION_QUESTION}", greedy, {caps['n']} test clips): mean word-overlap F1 with the
 reference {caps['word_f1']:.2f}, exact match {100 * caps['exact_match']:.0f}%.

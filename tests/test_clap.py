@@ -205,8 +205,9 @@ def test_tiny_clap_training_runs_and_saves_a_loadable_model(tmp_path: Path) -> N
                          projection_dim=16, vocab_size=300, chunk_length_s=2)
     res = train_clap(cfg, seed=0, train_records=recs, progress=False)
     assert (res.audio_steps_done, res.steps_done) == (20, 25) and len(res.losses) == 25
-    # Three distinct captions per batch: ln 3 = 1.10 is chance; the pairs are easy to tell apart.
-    assert np.mean(res.losses[-5:]) < np.mean(res.losses[:5])
+    # The contrastive loss comes down from its random-init level (~2.7 here, ln 3 = 1.1 at chance
+    # for 3 captions per batch): the loop, the distinct-caption batches and the optimiser are wired.
+    assert np.mean(res.losses[-5:]) < np.mean(res.losses[:5]) - 0.5
     with safe_open(str(res.out_dir / "model.safetensors"), "pt") as f:
         assert not any("heads" in k for k in f.keys())  # training aids are not shipped
     emb = load_clap("hf", res.out_dir)

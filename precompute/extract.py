@@ -29,12 +29,13 @@ from ard_core.catalog import ActivationIndexRow, Catalog, ClipRow, ModelRow
 from ard_core.config import ConfigError, RunConfig, resolve_device, save_json, to_dict
 from ard_core.datasets import ClipRecord, load_manifest
 from ard_core.models import AudioLLM, ModelConfig
+from ard_core.prompts import CAPTION_QUESTION
 from ard_core.store import ActivationStore, ActivationWriter, StoreMeta, shard_name
 from precompute.cli import add_config_argument
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = "Generate a detailed caption for the audio clip"
+DEFAULT_PROMPT = CAPTION_QUESTION  # the paper's caption prompt; audio positions precede it
 
 
 @dataclass

@@ -71,6 +71,26 @@ def test_upsert_replaces_by_primary_key(tmp_path):
         assert cat.rows(SaeRow)[0].fvu == 0.2
 
 
+def test_bulk_columns_equal_row_upsert(tmp_path):
+    import numpy as np
+
+    n = 50
+    rows = [FeatureExampleRow("ard", "m-l1-e4", f // 2, ("top", "bottom")[f % 2], 0, f"c{f}", 0.5 * f, 1.0, 0.25)
+            for f in range(n)]
+    cols = {"method": ["ard"] * n, "sae_id": np.array(["m-l1-e4"] * n), "feature": np.arange(n) // 2,
+            "kind": [("top", "bottom")[f % 2] for f in range(n)], "rank": np.zeros(n, np.int32),
+            "clip_id": [f"c{f}" for f in range(n)], "score": 0.5 * np.arange(n), "mean_act": np.ones(n),
+            "coverage": np.full(n, 0.25, np.float32)}
+    with Catalog.open(tmp_path / "rows.duckdb") as a, Catalog.open(tmp_path / "cols.duckdb") as b:
+        assert a.upsert(rows) == b.upsert_columns(FeatureExampleRow, cols) == n
+        assert a.rows(FeatureExampleRow) == b.rows(FeatureExampleRow) == sorted(
+            rows, key=lambda r: (r.method, r.sae_id, r.feature, r.kind, r.rank))
+        b.upsert_columns(FeatureExampleRow, {**cols, "score": np.zeros(n)})  # replaces by primary key
+        assert b.count("feature_examples") == n and {r.score for r in b.rows(FeatureExampleRow)} == {0.0}
+        with pytest.raises(ValueError, match="missing \\['coverage'\\]"):
+            b.upsert_columns(FeatureExampleRow, {k: v for k, v in cols.items() if k != "coverage"})
+
+
 def test_schema_version_and_idempotent_migration(tmp_path):
     path = tmp_path / "c.duckdb"
     with Catalog.open(path) as cat:

@@ -5,11 +5,18 @@ or raises :class:`AudioError` naming the file; :func:`iter_audio` walks a list o
 clip records and skips (and logs) the clips that fail, so one bad file never
 stops a dataset-level pass. :func:`save_audio` writes the formats the corpus
 uses (WAV, FLAC, OGG/Vorbis) from float arrays.
+
+Files from users (the app's uploads) go through :func:`load_upload` instead: it
+checks the file against :class:`AudioLimits` before decoding anything (size, type
+by magic bytes, header, channels, sample rate), decodes at most ``max_seconds``
+in blocks so memory stays bounded whatever the header claims, and returns the
+notices to show (a clip cut to the cap).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
@@ -57,15 +64,18 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE, *, mono: bool = True) ->
         raise AudioError(f"audio file '{path}' has 0 samples")
     if not np.isfinite(data).all():
         raise AudioError(f"audio file '{path}' contains NaN or inf samples")
-    out = data.mean(axis=1) if mono else data
+    return _resample(data.mean(axis=1) if mono else data, file_sr, sr)
+
+
+def _resample(x: np.ndarray, file_sr: int, sr: int) -> np.ndarray:
+    """``x`` (n,) or (n, channels) from ``file_sr`` to ``sr``, as contiguous float32."""
     if file_sr != sr:
         import librosa
 
         # librosa resamples along the last axis; channels-first for the multichannel case.
-        out = librosa.resample(out if mono else out.T, orig_sr=file_sr, target_sr=sr,
-                               res_type="soxr_hq")
-        out = out if mono else out.T
-    return np.ascontiguousarray(out, dtype=np.float32)
+        x = librosa.resample(x if x.ndim == 1 else x.T, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
+        x = x if x.ndim == 1 else x.T
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def audio_info(path: str | Path) -> tuple[int, int, int]:
@@ -77,6 +87,164 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
     except Exception as exc:
         raise AudioError(f"audio file '{path}' could not be opened ({exc})") from exc
     return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+# -- files from users ------------------------------------------------------------------
+READABLE = "WAV, FLAC, OGG, MP3 or AIFF"
+"""The containers :func:`load_upload` accepts (what libsndfile >= 1.1 decodes)."""
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What a user's audio file may be; checked before any decoding."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    """Largest file accepted, in bytes (the app also hands it to Gradio as its upload limit)."""
+    max_seconds: float = 30.0
+    """Longer clips are cut to their first ``max_seconds``, with a notice (bounds memory and model time)."""
+    max_channels: int = 64
+    """More channels than this are refused: mixing to mono reads every one of them."""
+    max_sample_rate: int = 384_000
+    """Higher rates are refused: no recording needs more, and a forged header could claim anything."""
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError(f"AudioLimits.max_bytes must be >= 1, got {self.max_bytes}")
+        if not (np.isfinite(self.max_seconds) and self.max_seconds > 0):
+            raise ValueError(f"AudioLimits.max_seconds must be a positive number of seconds, got {self.max_seconds}")
+        if self.max_channels < 1 or self.max_sample_rate < 1:
+            raise ValueError("AudioLimits.max_channels and max_sample_rate must be >= 1")
+
+
+class AudioFile(NamedTuple):
+    """What the header of a checked file says."""
+
+    name: str
+    format: str  # one of READABLE, from the magic bytes
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+class LoadedUpload(NamedTuple):
+    """A user's file decoded for the model."""
+
+    audio: np.ndarray  # (n_samples,) float32 mono at the requested rate
+    file: AudioFile
+    notices: tuple[str, ...]
+    """Things the user should be told (a clip cut to the cap), one sentence each."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The container named by a file's first bytes, or None when it is not one of :data:`READABLE`."""
+    if head[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        return "WAV"
+    if head[:4] == b"fLaC":
+        return "FLAC"
+    if head[:4] == b"OggS":
+        return "OGG"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    # ID3 tag, or an MPEG audio frame sync whose layer bits are set (layer 00 is AAC/ADTS, not MP3)
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06):
+        return "MP3"
+    return None
+
+
+def _unreadable(name: str, head: bytes) -> AudioError:
+    if head[:4] == b"\x1aE\xdf\xa3":
+        what = "a WebM/Matroska recording"
+    elif head[4:8] == b"ftyp":
+        what = "an MP4/M4A (AAC) file"
+    else:
+        what = f"not an audio file this app reads (it starts with {head[:12]!r})"
+    return AudioError(f"'{name}' is {what}; upload {READABLE} instead (any audio editor or ffmpeg converts it)")
+
+
+def check_upload(path: str | Path, limits: AudioLimits = AudioLimits(), name: str | None = None) -> AudioFile:
+    """Check a user's file without decoding its samples: size, type by magic bytes, header.
+
+    ``name`` is the name to show in messages (default: the file's own name; never
+    the server-side folder). Raises :class:`AudioError` saying what is wrong and
+    how to fix it.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    name = name or path.name
+    if not path.is_file():
+        raise AudioError(f"'{name}' did not arrive on the server; upload it again")
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioError(f"'{name}' is empty (0 bytes); upload the audio file itself")
+    if size > limits.max_bytes:
+        raise AudioError(f"'{name}' is {size / 2**20:.1f} MB, over the {limits.max_bytes / 2**20:g} MB limit; "
+                         "upload a shorter clip or a compressed one (FLAC, OGG or MP3)")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise _unreadable(name, head)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # LibsndfileError, RuntimeError
+        why = str(exc).replace(str(path), name)  # the server's folders are none of the user's business
+        raise AudioError(f"'{name}' starts like a {fmt} file but its header cannot be read ({why}); "
+                         "it is truncated or damaged: export it again") from exc
+    out = AudioFile(name, fmt, int(info.samplerate), int(info.channels), int(info.frames))
+    if not 1 <= out.channels <= limits.max_channels:
+        raise AudioError(f"'{name}' has {out.channels} channels; at most {limits.max_channels} are accepted: "
+                         "mix it down to mono or stereo first")
+    if not 1 <= out.sample_rate <= limits.max_sample_rate:
+        raise AudioError(f"'{name}' has a sample rate of {out.sample_rate} Hz; at most {limits.max_sample_rate} Hz "
+                         "is accepted: resample it first")
+    if out.frames <= 0:
+        raise AudioError(f"'{name}' holds no audio (0 samples); upload a clip with sound in it")
+    return out
+
+
+def load_upload(path: str | Path, sr: int = SAMPLE_RATE, limits: AudioLimits = AudioLimits(),
+                name: str | None = None) -> LoadedUpload:
+    """A user's file as float32 mono at ``sr``, at most ``limits.max_seconds`` long.
+
+    Checks it first (:func:`check_upload`), then decodes it in one-second blocks,
+    mixing channels to mono as it goes, so memory never exceeds the capped clip.
+    Raises :class:`AudioError` for NaN/inf samples or a file that breaks off.
+    """
+    import soundfile as sf
+
+    f = check_upload(path, limits, name)
+    cap = int(limits.max_seconds * f.sample_rate)
+    blocks: list[np.ndarray] = []
+    n = 0
+    try:
+        with sf.SoundFile(str(path)) as snd:
+            while n < cap:
+                block = snd.read(min(f.sample_rate, cap - n), dtype="float32", always_2d=True)  # (t, channels)
+                if block.shape[0] == 0:
+                    break
+                if not np.isfinite(block).all():
+                    t = (n + np.flatnonzero(~np.isfinite(block).all(axis=1))[0]) / f.sample_rate
+                    raise AudioError(f"'{f.name}' contains NaN or infinite samples (the first at {t:.3f} s); "
+                                     "export it again as 16-bit PCM WAV")
+                blocks.append(block.mean(axis=1))
+                n += block.shape[0]
+    except AudioError:
+        raise
+    except Exception as exc:  # LibsndfileError mid-stream
+        why = str(exc).replace(str(path), f.name)
+        raise AudioError(f"'{f.name}' could not be decoded after {n / f.sample_rate:.1f} s ({why}); "
+                         "it is damaged: export it again") from exc
+    if n == 0:
+        raise AudioError(f"'{f.name}' holds no audio (0 samples could be decoded); upload a clip with sound in it")
+    notices = []
+    if f.frames > cap:
+        notices.append(f"'{f.name}' is {f.seconds:.1f} s long; only its first {limits.max_seconds:g} s are used.")
+    return LoadedUpload(_resample(np.concatenate(blocks), f.sample_rate, sr), f, tuple(notices))
 
 
 def save_audio(path: str | Path, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ard_core.audio import AudioError, audio_info, iter_audio, load_audio, save_audio
+from ard_core.audio import (
+    AudioError,
+    AudioLimits,
+    audio_info,
+    check_upload,
+    iter_audio,
+    load_audio,
+    load_upload,
+    save_audio,
+    sniff_format,
+)
 from ard_core.datasets import ClipRecord
 
 ANIMALS = Path(__file__).resolve().parents[1] / "assets" / "corpus" / "sources" / "animals"
@@ -126,3 +136,105 @@ def test_iter_audio_skips_and_logs_bad_files(tmp_path: Path, caplog: pytest.LogC
     assert [c.record.clip_id for c in out] == ["g0", "g1", "g2"]
     assert abs(_peak_hz(out[2].audio) - 500) < 5
     assert any("bad" in r.getMessage() and "bad.wav" in r.getMessage() for r in caplog.records)
+
+
+# -- files from users: load_upload ------------------------------------------------------------
+def _write(path: Path, x: np.ndarray, sr: int, **kw) -> Path:
+    sf.write(path, x, sr, **kw)
+    return path
+
+
+def test_sniff_format_reads_magic_bytes_not_suffixes(tmp_path: Path) -> None:
+    cases = {"WAV": dict(format="WAV"), "FLAC": dict(format="FLAC"), "OGG": dict(format="OGG", subtype="VORBIS"),
+             "MP3": dict(format="MP3"), "AIFF": dict(format="AIFF")}
+    for want, kw in cases.items():
+        path = _write(tmp_path / "clip.bin", _sine(440, 16000), 16000, **kw)  # the suffix says nothing
+        assert sniff_format(path.read_bytes()[:16]) == want
+    assert sniff_format(b"this is not audio") is None
+    assert sniff_format(b"\xff\xf1\x50\x80") is None  # AAC/ADTS frame sync (layer bits 00), not MP3
+    assert sniff_format(b"") is None
+
+
+def _all_nan_wav() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, np.full(8000, np.nan, dtype=np.float32), 16000, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_text("this is plainly not audio\n" * 20), "not an audio file"),
+    (lambda p: p.write_bytes(b"\x1aE\xdf\xa3" + bytes(200)), "WebM"),
+    (lambda p: p.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(200)), "MP4"),
+    (_truncated_wav, "header cannot be read"),
+    (_zero_samples, "0 samples"),
+    (lambda p: p.write_bytes(_all_nan_wav()), "NaN"),
+])
+def test_upload_refusals_name_the_file_and_the_fix(tmp_path: Path, make, why: str) -> None:
+    path = tmp_path / "upload.wav"
+    make(path)
+    with pytest.raises(AudioError, match=why) as info:
+        load_upload(path)
+    msg = str(info.value)
+    assert "'upload.wav'" in msg
+    assert str(tmp_path) not in msg  # server folders never reach the user
+    assert any(fix in msg for fix in ("upload", "export", "WAV"))
+
+
+def test_upload_size_limit_is_checked_before_decoding(tmp_path: Path) -> None:
+    path = _write(tmp_path / "big.wav", _sine(440, 16000, 2.0), 16000)
+    limits = AudioLimits(max_bytes=path.stat().st_size - 1)
+    with pytest.raises(AudioError, match=r"'big.wav' is .* MB, over the .* MB limit"):
+        check_upload(path, limits)
+    assert load_upload(path, limits=AudioLimits(max_bytes=path.stat().st_size)).audio.size == 32000
+
+
+def test_long_upload_is_cut_to_the_cap_with_a_notice(tmp_path: Path) -> None:
+    sr = 8000
+    x = _sine(300, sr, 600.0)  # a 10-minute clip
+    path = _write(tmp_path / "lecture.wav", x, sr)
+    got = load_upload(path, limits=AudioLimits(max_seconds=30))
+    assert got.file.seconds == pytest.approx(600.0)
+    assert got.audio.size == 30 * 16000  # only the first 30 s, at the model's rate
+    assert got.notices == ("'lecture.wav' is 600.0 s long; only its first 30 s are used.",)
+    # the decoded part equals the plain loader's first 30 s (reference: whole file, then cut)
+    np.testing.assert_allclose(got.audio[16000:-16000], load_audio(path)[16000:30 * 16000 - 16000], atol=1e-4)
+    short = load_upload(_write(tmp_path / "short.wav", _sine(300, sr, 2.0), sr))
+    assert short.notices == ()
+
+
+def test_upload_channels_and_rate_are_normalised_like_load_audio(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    eight = rng.uniform(-0.5, 0.5, (16000, 8)).astype(np.float32)
+    path = _write(tmp_path / "eight.wav", eight, 16000, subtype="FLOAT")
+    got = load_upload(path)
+    assert (got.file.channels, got.file.sample_rate) == (8, 16000)
+    np.testing.assert_allclose(got.audio, eight.mean(axis=1), atol=1e-6)
+    hi = _write(tmp_path / "hi.wav", _sine(1000, 192000, 1.0), 192000)
+    got = load_upload(hi)
+    assert got.file.sample_rate == 192000 and got.audio.size == 16000
+    np.testing.assert_allclose(got.audio, load_audio(hi), atol=1e-5)
+    assert _peak_hz(got.audio) == pytest.approx(1000, abs=5)
+
+
+def test_upload_over_the_channel_or_rate_limit_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "wide.wav", np.zeros((100, 3), dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match="3 channels; at most 2"):
+        check_upload(path, AudioLimits(max_channels=2))
+    with pytest.raises(AudioError, match="16000 Hz; at most 8000 Hz"):
+        check_upload(path, AudioLimits(max_sample_rate=8000))
+
+
+def test_mp3_upload_decodes(tmp_path: Path) -> None:
+    path = _write(tmp_path / "tone.mp3", _sine(440, 16000, 1.0), 16000, format="MP3")
+    got = load_upload(path)
+    assert got.file.format == "MP3" and abs(got.audio.size - 16000) < 1200
+    assert _peak_hz(got.audio[: 8192]) == pytest.approx(440, abs=10)
+
+
+def test_audio_limits_validate() -> None:
+    for bad in (dict(max_bytes=0), dict(max_seconds=0), dict(max_seconds=float("nan")), dict(max_channels=0)):
+        with pytest.raises(ValueError, match="AudioLimits"):
+            AudioLimits(**bad)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import duckdb
 import pyarrow as pa
+
+from ard_core.durable import crash_point
 
 SCHEMA_VERSION_KEY = "schema_version"
 
@@ -489,6 +492,24 @@ class Catalog:
             raise ValueError(f"unknown table {table!r}")
         where = " AND ".join(f'"{k}" = ?' for k in equals) or "TRUE"
         self.con.execute(f"DELETE FROM {table} WHERE {where}", list(equals.values()))
+
+    @contextmanager
+    def transaction(self) -> Iterator["Catalog"]:
+        """Writes inside commit together or not at all.
+
+        A stage replaces its rows as DELETE + INSERT inside one of these, so a run killed
+        in between leaves the old rows (DuckDB drops an uncommitted transaction on reopen),
+        never a half-empty table or partial rows.
+        """
+        self._require_writable()
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self
+            crash_point("commit")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
 
     def upsert_sae(self, row: SaeRow) -> None:
         self.upsert([row])

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ard_core.durable import write_text
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the project requires 3.10+, tomli is its backport
@@ -89,9 +91,8 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def save_json(obj: Any, path: Path) -> None:
-    """Write a dataclass as pretty JSON (the ``cfg.json`` next to an artifact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(obj), indent=2, sort_keys=True) + "\n")
+    """Write a dataclass as pretty JSON (the ``cfg.json`` next to an artifact), atomically."""
+    write_text(path, json.dumps(to_dict(obj), indent=2, sort_keys=True) + "\n")
 
 
 def load_json(cls: type[T], path: Path) -> T:

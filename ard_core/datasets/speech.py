@@ -34,7 +34,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "female": tuple(f"f{i}" for i in range(1, 6)),
 }
 
-# Twelve short sentences per language (parallel in meaning). Japanese is written
+# Thirty-six short sentences per language (parallel in meaning). Japanese is written
 # in kana with the particles spelled as spoken (espeak-ng reads kanji as English
 # "Chinese letter"). The last HELD_OUT of each list are used only by the test split.
 SENTENCES: dict[str, tuple[str, ...]] = {
@@ -45,6 +45,14 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "Can you hear the music?", "The children are playing outside.",
         "He bought a new bicycle.", "Dinner will be ready soon.",
         "The river is very cold.", "She reads a book every night.",
+        "The coffee is too hot.", "Open the window, please.", "My brother works in a hospital.",
+        "The shop closes at six.", "I like to walk in the park.", "Where is the train station?",
+        "The cat is sleeping on the sofa.", "We need more bread and milk.", "It is raining again.",
+        "This song is very old.", "My phone is on the chair.", "They live near the sea.",
+        "The bus is late today.", "I drink tea every morning.", "Our teacher is very kind.",
+        "The flowers are red and yellow.", "He runs very fast.", "Tomorrow is my birthday.",
+        "The soup needs more salt.", "I lost my umbrella.", "The moon is bright tonight.",
+        "Let's eat together.", "The baby is laughing.", "My house has a small garden.",
     ),
     "German": (
         "Das Wetter ist heute schön.", "Bitte mach die Tür zu.",
@@ -53,6 +61,14 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "Kannst du die Musik hören?", "Die Kinder spielen draußen.",
         "Er hat ein neues Fahrrad gekauft.", "Das Essen ist gleich fertig.",
         "Der Fluss ist sehr kalt.", "Sie liest jeden Abend ein Buch.",
+        "Der Kaffee ist zu heiß.", "Mach bitte das Fenster auf.", "Mein Bruder arbeitet im Krankenhaus.",
+        "Der Laden schließt um sechs.", "Ich gehe gern im Park spazieren.", "Wo ist der Bahnhof?",
+        "Die Katze schläft auf dem Sofa.", "Wir brauchen mehr Brot und Milch.", "Es regnet schon wieder.",
+        "Dieses Lied ist sehr alt.", "Mein Handy liegt auf dem Stuhl.", "Sie wohnen am Meer.",
+        "Der Bus hat heute Verspätung.", "Ich trinke jeden Morgen Tee.", "Unsere Lehrerin ist sehr nett.",
+        "Die Blumen sind rot und gelb.", "Er läuft sehr schnell.", "Morgen habe ich Geburtstag.",
+        "Die Suppe braucht mehr Salz.", "Ich habe meinen Schirm verloren.", "Der Mond ist heute hell.",
+        "Lass uns zusammen essen.", "Das Baby lacht.", "Mein Haus hat einen kleinen Garten.",
     ),
     "Spanish": (
         "Hoy hace buen tiempo.", "Por favor, cierra la puerta.",
@@ -61,6 +77,14 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "¿Puedes oír la música?", "Los niños juegan afuera.",
         "Él compró una bicicleta nueva.", "La cena estará lista pronto.",
         "El río está muy frío.", "Ella lee un libro cada noche.",
+        "El café está demasiado caliente.", "Abre la ventana, por favor.", "Mi hermano trabaja en un hospital.",
+        "La tienda cierra a las seis.", "Me gusta caminar en el parque.", "¿Dónde está la estación?",
+        "El gato duerme en el sofá.", "Necesitamos más pan y leche.", "Está lloviendo otra vez.",
+        "Esta canción es muy antigua.", "Mi teléfono está en la silla.", "Ellos viven cerca del mar.",
+        "El autobús llega tarde hoy.", "Bebo té cada mañana.", "Nuestra maestra es muy amable.",
+        "Las flores son rojas y amarillas.", "Él corre muy rápido.", "Mañana es mi cumpleaños.",
+        "La sopa necesita más sal.", "Perdí mi paraguas.", "La luna brilla esta noche.",
+        "Comamos juntos.", "El bebé se está riendo.", "Mi casa tiene un jardín pequeño.",
     ),
     "French": (
         "Il fait beau aujourd'hui.", "Ferme la porte, s'il te plaît.",
@@ -69,6 +93,14 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "Tu entends la musique ?", "Les enfants jouent dehors.",
         "Il a acheté un nouveau vélo.", "Le dîner sera bientôt prêt.",
         "La rivière est très froide.", "Elle lit un livre chaque soir.",
+        "Le café est trop chaud.", "Ouvre la fenêtre, s'il te plaît.", "Mon frère travaille à l'hôpital.",
+        "Le magasin ferme à six heures.", "J'aime me promener au parc.", "Où est la gare ?",
+        "Le chat dort sur le canapé.", "Il nous faut du pain et du lait.", "Il pleut encore.",
+        "Cette chanson est très vieille.", "Mon téléphone est sur la chaise.", "Ils habitent près de la mer.",
+        "Le bus est en retard aujourd'hui.", "Je bois du thé chaque matin.", "Notre maîtresse est très gentille.",
+        "Les fleurs sont rouges et jaunes.", "Il court très vite.", "Demain, c'est mon anniversaire.",
+        "La soupe manque de sel.", "J'ai perdu mon parapluie.", "La lune brille ce soir.",
+        "Mangeons ensemble.", "Le bébé rit.", "Ma maison a un petit jardin.",
     ),
     "Italian": (
         "Oggi fa bel tempo.", "Per favore, chiudi la porta.",
@@ -77,11 +109,27 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "Senti la musica?", "I bambini giocano fuori.",
         "Ha comprato una bicicletta nuova.", "La cena sarà pronta presto.",
         "Il fiume è molto freddo.", "Lei legge un libro ogni sera.",
+        "Il caffè è troppo caldo.", "Apri la finestra, per favore.", "Mio fratello lavora in ospedale.",
+        "Il negozio chiude alle sei.", "Mi piace camminare nel parco.", "Dov'è la stazione?",
+        "Il gatto dorme sul divano.", "Ci servono pane e latte.", "Piove di nuovo.",
+        "Questa canzone è molto vecchia.", "Il mio telefono è sulla sedia.", "Abitano vicino al mare.",
+        "L'autobus è in ritardo oggi.", "Bevo il tè ogni mattina.", "La nostra maestra è molto gentile.",
+        "I fiori sono rossi e gialli.", "Lui corre molto veloce.", "Domani è il mio compleanno.",
+        "La zuppa ha bisogno di sale.", "Ho perso l'ombrello.", "Stasera la luna è luminosa.",
+        "Mangiamo insieme.", "Il bambino ride.", "La mia casa ha un piccolo giardino.",
     ),
     "Chinese": (
         "今天天气很好。", "请把门关上。", "我把钥匙放在桌子上了。", "我们去市场吧。",
         "火车九点到。", "我妹妹喜欢吃苹果。", "你听到音乐了吗？", "孩子们在外面玩。",
         "他买了一辆新自行车。", "晚饭马上就好。", "这条河很冷。", "她每天晚上看书。",
+        "咖啡太烫了。", "请打开窗户。", "我哥哥在医院工作。",
+        "商店六点关门。", "我喜欢在公园散步。", "火车站在哪里？",
+        "猫在沙发上睡觉。", "我们需要面包和牛奶。", "又下雨了。",
+        "这首歌很老。", "我的手机在椅子上。", "他们住在海边。",
+        "公共汽车今天晚点了。", "我每天早上喝茶。", "我们的老师很好。",
+        "花是红色和黄色的。", "他跑得很快。", "明天是我的生日。",
+        "汤里要多放点盐。", "我的雨伞丢了。", "今晚月亮很亮。",
+        "我们一起吃饭吧。", "宝宝在笑。", "我家有一个小花园。",
     ),
     "Japanese": (
         "きょうわ いい てんきです。", "どあを しめて ください。",
@@ -90,15 +138,31 @@ SENTENCES: dict[str, tuple[str, ...]] = {
         "おんがくが きこえますか。", "こどもたちわ そとで あそんで います。",
         "かれわ あたらしい じてんしゃを かいました。", "ばんごはんわ もうすぐ できます。",
         "かわわ とても つめたいです。", "かのじょわ まいばん ほんを よみます。",
+        "コーヒーわ あつすぎます。", "まどを あけて ください。", "あにわ びょういんで はたらいて います。",
+        "みせわ ろくじに しまります。", "こうえんを さんぽするのが すきです。", "えきわ どこですか。",
+        "ねこわ ソファーで ねて います。", "パンと ぎゅうにゅうが ひつようです。", "また あめが ふって います。",
+        "この うたわ とても ふるいです。", "けいたいわ いすの うえに あります。", "かれらわ うみの ちかくに すんで います。",
+        "きょう バスが おくれて います。", "まいあさ おちゃを のみます。", "せんせいわ とても やさしいです。",
+        "はなわ あかと きいろです。", "かれわ はしるのが はやいです。", "あしたわ わたしの たんじょうびです。",
+        "スープに しおが もっと ひつようです。", "かさを なくしました。", "こんやわ つきが あかるいです。",
+        "いっしょに たべましょう。", "あかちゃんが わらって います。", "わたしの いえにわ ちいさな にわが あります。",
     ),
     "Korean": (
         "오늘은 날씨가 좋아요.", "문을 닫아 주세요.", "열쇠를 탁자 위에 두었어요.",
         "우리는 시장에 가요.", "기차는 아홉 시에 도착해요.", "제 여동생은 사과를 좋아해요.",
         "음악이 들려요?", "아이들이 밖에서 놀아요.", "그는 새 자전거를 샀어요.",
         "저녁이 곧 준비돼요.", "강물이 아주 차가워요.", "그녀는 매일 밤 책을 읽어요.",
+        "커피가 너무 뜨거워요.", "창문을 열어 주세요.", "제 형은 병원에서 일해요.",
+        "가게는 여섯 시에 문을 닫아요.", "저는 공원에서 산책을 좋아해요.", "기차역이 어디예요?",
+        "고양이가 소파에서 자요.", "빵과 우유가 필요해요.", "또 비가 와요.",
+        "이 노래는 아주 오래됐어요.", "제 휴대폰은 의자 위에 있어요.", "그들은 바다 근처에 살아요.",
+        "오늘 버스가 늦어요.", "저는 매일 아침 차를 마셔요.", "우리 선생님은 아주 친절해요.",
+        "꽃이 빨갛고 노래요.", "그는 아주 빨리 달려요.", "내일은 제 생일이에요.",
+        "수프에 소금이 더 필요해요.", "우산을 잃어버렸어요.", "오늘 밤 달이 밝아요.",
+        "같이 먹어요.", "아기가 웃고 있어요.", "우리 집에는 작은 정원이 있어요.",
     ),
 }
-HELD_OUT = 2
+HELD_OUT = 6
 """How many sentences per language only the test split reads."""
 
 

@@ -93,13 +93,15 @@ class ConsensusSummarizer:
         first_seen: dict[tuple[str, ...], int] = {}
         for ci, cap in enumerate(caps):
             words = _words(cap)
-            grams = set()
+            # a dict, not a set: first_seen must follow the caption's word order, not string
+            # hashes (randomised per process), or ties are broken differently on every run
+            grams: dict[tuple[str, ...], None] = {}
             for n in range(1, self.max_words + 1):
                 for i in range(len(words) - n + 1):
                     g = tuple(words[i : i + n])
                     if g[0] in STOPWORDS or g[-1] in STOPWORDS:
                         continue
-                    grams.add(g)
+                    grams[g] = None
             for g in grams:
                 support[g] += 1
                 first_seen.setdefault(g, ci * 1000 + len(first_seen))

@@ -36,6 +36,20 @@ def test_consensus_is_deterministic_and_handles_empty():
     assert ConsensusSummarizer().summarize([]).name == "unknown"
 
 
+def test_consensus_tie_break_does_not_depend_on_the_string_hash_seed():
+    """'dog' and 'outside' tie (2 of 3 each): the earlier phrase wins in every process, whatever
+    PYTHONHASHSEED (set order once picked either, so a re-run named features differently)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from ard_core.naming import ConsensusSummarizer as C; print(C().summarize(["
+            "'a dog barking loudly outside', 'a cat meowing outside', 'a dog and a cat fighting']).name)")
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in range(6)}
+    assert names == {"dog"}
+
+
 def test_parse_concept_formats():
     assert parse_concept("Name: Female speech\nDescription: Women talking.") == ("Female speech", "Women talking.")
     assert parse_concept("**Name:** Dog barks\n**Description:** Barking.").name == "Dog barks"

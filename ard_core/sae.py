@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ard_core.config import load_json, save_json
+from ard_core.durable import atomic_path
 from ard_core.sae_sparse import TopKPattern, gather_preacts, sparse_decode
 
 SAE_FORMAT = "ard-topk-sae"
@@ -215,15 +216,11 @@ class TopKSAE(nn.Module):
         return {name: getattr(self, name).detach().contiguous().cpu() for name in PARAM_NAMES}
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``cfg.json`` and ``sae.safetensors``; cfg.json last, so it marks a whole SAE."""
+        """Write ``sae.safetensors`` then ``cfg.json``, each atomically; cfg.json last, so it marks a whole SAE."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (WEIGHTS_FILE + ".tmp")
-        save_file(self.state_tensors(), str(tmp), metadata={"format": SAE_FORMAT})
-        tmp.replace(folder / WEIGHTS_FILE)
-        tmp_cfg = folder / (CFG_FILE + ".tmp")
-        save_json(self.cfg, tmp_cfg)
-        tmp_cfg.replace(folder / CFG_FILE)
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            save_file(self.state_tensors(), str(tmp), metadata={"format": SAE_FORMAT})
+        save_json(self.cfg, folder / CFG_FILE)
         return folder
 
     @classmethod

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ard_core.config import ConfigError, to_dict
+from ard_core.durable import atomic_path, crash_point, write_text
 from ard_core.sae import ForwardOutput, Impl, SaeConfig, TopKSAE
 from ard_core.sae_data import Dist, TokenSource
 from ard_core.store import ActivationStore
@@ -325,7 +325,10 @@ def train_sae(section: SaeSection, store: ActivationStore, layer: int, expansion
     batches = src.batches(step)
     autocast = device.type == "cuda" and section.bf16
     impl: Impl = section.impl  # type: ignore[assignment]
-    if section.impl == "auto":
+    if section.impl == "auto" and ckpt is not None and ckpt.get("impl") in ("sparse", "dense"):
+        # the timed choice may differ this time; the other path's float sums would break bit-exact resume
+        impl = ckpt["impl"]
+    elif section.impl == "auto":
         impl, timings = choose_impl(sae, next(src.batches(0)) * cfg.input_scale, autocast=autocast)
         if d.world > 1:
             impl = "sparse" if _broadcast_float(float(impl == "sparse"), device) else "dense"
@@ -338,6 +341,8 @@ def train_sae(section: SaeSection, store: ActivationStore, layer: int, expansion
     bar = _progress(section.steps, step, sae_dir.name, enabled=progress and d.main)
     if d.main:
         sae_dir.mkdir(parents=True, exist_ok=True)
+    if d.main and step:
+        _truncate_log(sae_dir / LOG_FILE, step)  # rows logged after the checkpoint are logged again
     log_f = open(sae_dir / LOG_FILE, "a" if step else "w") if d.main else None
     window: list[Tensor] = []
     t_start, tokens_done = time.perf_counter(), 0
@@ -370,7 +375,8 @@ def train_sae(section: SaeSection, store: ActivationStore, layer: int, expansion
                     log_f.flush()
                 window, t_log, tokens_log = [], now, 0
             if step % section.checkpoint_every == 0 and step < section.steps and d.main:
-                _save_checkpoint(ckpt_path, sae, opt, sched, dead.since_fired, step)
+                _save_checkpoint(ckpt_path, sae, opt, sched, dead.since_fired, step, impl)
+                crash_point("checkpoint")
     finally:
         bar.close()
         if log_f:
@@ -383,26 +389,49 @@ def train_sae(section: SaeSection, store: ActivationStore, layer: int, expansion
     metrics = Metrics(fvu=fvu, l0=l0, dead_frac=dead_frac)
     if d.main:
         sae.save(sae_dir)
-        (sae_dir / TRAIN_FILE).write_text(json.dumps({
+        # train.json marks the SAE finished (finished_run), so it is written last and atomically
+        write_text(sae_dir / TRAIN_FILE, json.dumps({
             "section": to_dict(section), "layer": layer, "expansion": expansion, "steps": step,
             "tokens": step * src.global_batch, "tokens_per_s_last_run": tokens_per_s, "impl": impl,
             "world_size": d.world, "device": str(device), "data_in_memory": src.in_memory,
             "store_tokens": src.n_tokens, "metrics": metrics._asdict(), "torch": torch.__version__,
         }, indent=2) + "\n")
-        if ckpt_path.exists():
-            ckpt_path.unlink()
-            ckpt_path.parent.rmdir()
+        remove_checkpoint(sae_dir)
     if d.world > 1:
         dist.barrier()
     return TrainResult(sae_dir, cfg, metrics, step, step * src.global_batch, tokens_per_s, impl)
 
 
-def _save_checkpoint(path: Path, sae: TopKSAE, opt: torch.optim.Optimizer, sched: object, since_fired: Tensor, step: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"cfg": to_dict(sae.cfg), "model": sae.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "since_fired": since_fired, "step": step}, tmp)  # type: ignore[attr-defined]
-    os.replace(tmp, path)
+def _save_checkpoint(path: Path, sae: TopKSAE, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+                     since_fired: Tensor, step: int, impl: str) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"cfg": to_dict(sae.cfg), "model": sae.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "since_fired": since_fired, "step": step, "impl": impl}, tmp)
+
+
+def remove_checkpoint(sae_dir: Path) -> None:
+    """Delete ``sae_dir/checkpoint/`` (its file and any ``.tmp`` a killed save left)."""
+    folder = Path(sae_dir) / "checkpoint"
+    if folder.is_dir():
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of ``path`` up to ``step`` (a killed run may have logged past its checkpoint,
+    and may have died mid-line)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", step + 1) <= step:
+            keep.append(line)
+    write_text(path, "".join(l + "\n" for l in keep))
 
 
 def _broadcast_float(value: float, device: torch.device) -> float:
@@ -422,4 +451,8 @@ def finished_run(sae_dir: Path) -> dict | None:
     train, cfg = sae_dir / TRAIN_FILE, sae_dir / "cfg.json"
     if not (train.is_file() and cfg.is_file() and (sae_dir / "sae.safetensors").is_file()):
         return None
-    return json.loads(train.read_text())
+    try:
+        return json.loads(train.read_text())
+    except json.JSONDecodeError:  # cut short by a kill before train.json was written atomically
+        log.warning("%s is not valid JSON; treating %s as unfinished", train, sae_dir.name)
+        return None

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from ard_core.catalog import Catalog, SaeRow, sae_id_for
 from ard_core.config import ConfigError, RunConfig, resolve_device, to_dict
-from ard_core.sae_train import Dist, SaeSection, TrainResult, finished_run, train_sae
+from ard_core.sae_train import Dist, SaeSection, TrainResult, finished_run, remove_checkpoint, train_sae
 from ard_core.store import ActivationStore
 from precompute.cli import add_config_argument
 
@@ -78,14 +78,17 @@ def train_all(run: RunConfig, section: SaeSection, only: list[str] | None = None
             stale = is_stale(done, section) if done else []
             if done and not stale:
                 log.info("%s: finished earlier (FVU %.4f), skipped", sae_id, done["metrics"]["fvu"])
+                if d.main:
+                    remove_checkpoint(sae_dir)  # left by a run killed between train.json and its cleanup
                 m = done["metrics"]
                 row = SaeRow(sae_id, model, layer, expansion, section.k, store.d_model, expansion * store.d_model,
                              str(sae_dir), float(m["fvu"]), float(m["dead_frac"]), float(m["l0"]))
             else:
                 if stale:
                     log.warning("%s: [sae] %s changed since it was trained; retraining", sae_id, ", ".join(stale))
-                    if d.main:
+                    if d.main:  # a leftover checkpoint is of the old settings too
                         (sae_dir / "train.json").unlink(missing_ok=True)
+                        remove_checkpoint(sae_dir)
                     if d.world > 1:
                         dist.barrier()
                 res = train_sae(section, store, layer, expansion, sae_dir, model_name=model, device=device,

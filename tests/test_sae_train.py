@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ard_core import sae_train
 from ard_core.catalog import Catalog, SaeRow
 from ard_core.config import ConfigError, RunConfig
 from ard_core.sae import TopKSAE
@@ -78,10 +79,20 @@ def test_planted_dictionary_is_recovered(tmp_path: Path) -> None:
     assert not (tmp_path / "sae" / "checkpoint").exists()
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _log_without_timing(sae_dir: Path) -> list[dict]:
+    rows = [json.loads(l) for l in (sae_dir / "train_log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
+
+
+@pytest.mark.parametrize("impl", ["sparse", "auto"])
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         impl: str) -> None:
+    """Also: the log holds each step once (the killed run logged step 25 past its step-20 checkpoint),
+    and impl='auto' resumes on the checkpoint's path even when the timing now favours the other."""
     planted_store(tmp_path / "acts", n_tokens=10_000)
     store = ActivationStore(tmp_path / "acts")
-    section = small_section(steps=30, checkpoint_every=10, batch_size=256, warmup_steps=5)
+    section = small_section(steps=30, checkpoint_every=10, batch_size=256, warmup_steps=5, log_every=5, impl=impl)
+    monkeypatch.setattr(sae_train, "choose_impl", lambda *a, **k: ("sparse", {"sparse": 0.0, "dense": 1.0}))
     train_sae(section, store, 0, 4, tmp_path / "straight", model_name="planted", device=CPU, progress=False)
 
     real_batches = TokenSource.batches
@@ -97,13 +108,19 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path, monkeyp
         train_sae(section, store, 0, 4, tmp_path / "resumed", model_name="planted", device=CPU, progress=False)
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 20 and not (tmp_path / "resumed" / "cfg.json").exists()
+    assert ckpt["impl"] == "sparse"
+    assert [r["step"] for r in _log_without_timing(tmp_path / "resumed")] == [5, 10, 15, 20, 25]
     monkeypatch.setattr(TokenSource, "batches", real_batches)
-    train_sae(section, store, 0, 4, tmp_path / "resumed", model_name="planted", device=CPU, progress=False)
+    monkeypatch.setattr(sae_train, "choose_impl", lambda *a, **k: ("dense", {"sparse": 1.0, "dense": 0.0}))
+    res = train_sae(section, store, 0, 4, tmp_path / "resumed", model_name="planted", device=CPU, progress=False)
 
+    assert res.impl == "sparse"
     a, b = TopKSAE.load(tmp_path / "straight"), TopKSAE.load(tmp_path / "resumed")
     assert a.cfg == b.cfg
     for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert _log_without_timing(tmp_path / "resumed") == _log_without_timing(tmp_path / "straight")
+    assert not (tmp_path / "resumed" / "checkpoint").exists()
 
 
 def _ddp_worker(rank: int, world: int, rdzv: str, store_root: str, out: str, section: SaeSection) -> None:

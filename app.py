@@ -15,6 +15,9 @@ import sys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from ard_core.audio import AudioLimits
+
+    limits = AudioLimits()
     p = argparse.ArgumentParser(description="AR&D workbench: browse SAE concepts, read the logit lens, steer, annotate")
     p.add_argument("--catalog", default="runs/demo/catalog.duckdb", help="catalog made by `python -m precompute run`")
     p.add_argument("--model", default=None,
@@ -28,19 +31,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clap", default=None, help="CLAP model folder for the annotation summary "
                                                 "(default: assets/models/tiny-clap when present)")
     p.add_argument("--bertscore", default=None, help="local encoder folder (e.g. roberta-large) for BERTScore")
+    p.add_argument("--max-upload-mb", type=float, default=limits.max_bytes / 2**20,
+                   help="largest audio file a user may upload, in MB (default: %(default)g)")
+    p.add_argument("--max-seconds", type=float, default=limits.max_seconds,
+                   help="uploaded clips longer than this are cut to their first MAX_SECONDS seconds "
+                        "(default: %(default)g)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ard_core.audio import AudioLimits
     from ard_core.catalog import CatalogError
     from ard_core.ui.app import create_app, launch
 
     try:
+        limits = AudioLimits(max_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds)
         app = create_app(args.catalog, args.model, load_model=not args.no_model, annotations_path=args.annotations,
-                         device=args.device, clap=args.clap, bertscore=args.bertscore)
-    except (CatalogError, RuntimeError) as exc:
+                         device=args.device, clap=args.clap, bertscore=args.bertscore, audio_limits=limits)
+    except (CatalogError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     launch(app, port=args.port, host=args.host)

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from ui_fixtures import KINDS, UiRun, ui_run_dir
+from ui_fixtures import KINDS, UiRun, serve_in_thread, ui_run_dir
 
 from ard_core.ui import annotate, concepts, feature
 from ard_core.ui import steer as steer_tab
-from ard_core.ui.app import create_app, launch
 from ard_core.ui.context import AppContext
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is a test dependency")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +23,11 @@ def served(run: UiRun, tmp_path_factory: pytest.TempPathFactory):
     """The app in this process (a thread), on a free port, with the tiny random model."""
     ctx = AppContext.open(run.catalog, annotations_path=tmp_path_factory.mktemp("api") / "a.duckdb", clap="",
                           device="cpu")
-    app = create_app(ctx=ctx)
-    port = _free_port()
-    launch(app, port=port, prevent_thread_lock=True, quiet=True)
-    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False,
-                                  download_files=str(tmp_path_factory.mktemp("dl")), analytics_enabled=False)
-    yield client, ctx
-    client.close() if hasattr(client, "close") else None
-    app.demo.close()
+    with serve_in_thread(ctx) as url:
+        client = gradio_client.Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("dl")),
+                                      analytics_enabled=False)
+        yield client, ctx
+        client.close() if hasattr(client, "close") else None
     ctx.close()
 
 

@@ -15,12 +15,23 @@
 
 The expensive part (the tiny model) is built once per pytest session:
 :func:`ui_run_dir` caches the folder under pytest's base temp.
+
+To talk to the app over HTTP, :func:`serve_in_thread` serves it from the test's
+own process and :func:`start_app_process` runs ``app.py`` in a subprocess (one a
+test may SIGKILL).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -43,6 +54,9 @@ from ard_core.catalog import (
 from ard_core.retrieval import clip_stats_sparse
 from ard_core.sae import SaeConfig, TopKSAE
 from ard_core.store import ActivationWriter, StoreMeta
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ard_core.ui.context import AppContext
 
 SR = 16_000
 MODEL_NAME = "tiny-random"
@@ -100,8 +114,6 @@ def _envelope(x: np.ndarray, n_tokens: int) -> np.ndarray:
 
 
 def build_ui_run(root: Path) -> UiRun:
-    import sys
-
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import build_tiny_qwen2_audio
 
@@ -237,3 +249,84 @@ def ui_run_dir(base: Path) -> UiRun:
         done.write_text("ok")
     return UiRun(root, root / "run" / "catalog.duckdb", root / MODEL_NAME, root / "corpus" / "clips",
                  tuple(sae_id_for(MODEL_NAME, layer, EXPANSION) for layer in LAYERS))
+
+
+# -- serving the app in tests ------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(ctx: "AppContext") -> Iterator[str]:
+    """The app on ``ctx`` served from this process (a thread) on a free port; yields its URL."""
+    from ard_core.ui.app import create_app, launch
+
+    app = create_app(ctx=ctx)
+    port = free_port()
+    launch(app, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.demo.close()
+
+
+@dataclass
+class AppProcess:
+    """``python app.py`` running in a subprocess (so a test can SIGKILL it)."""
+
+    proc: subprocess.Popen
+    url: str
+    log_path: Path
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when the machine loses power or the OOM killer strikes."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def start_app_process(catalog: Path, annotations: Path, log_path: Path, *args: str,
+                      timeout_s: float = 180.0) -> AppProcess:
+    """Start ``app.py`` on ``catalog`` (extra CLI ``args``) on a free port; return once it answers HTTP."""
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    log = log_path.open("a")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--catalog", str(catalog), "--port", str(port),
+         "--annotations", str(annotations), "--clap", "", *args],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log.close()  # the child holds its own descriptor
+    app = AppProcess(proc, f"http://127.0.0.1:{port}/", log_path)
+    deadline = time.time() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}:\n{app.log_tail()}")
+        try:
+            with urllib.request.urlopen(app.url, timeout=2) as r:
+                if r.status == 200:
+                    return app
+        except OSError:
+            pass
+        if time.time() > deadline:
+            app.kill()
+            raise RuntimeError(f"app.py did not answer within {timeout_s:.0f} s:\n{app.log_tail()}")
+        time.sleep(0.5)

@@ -106,7 +106,10 @@ def build_app(catalog_path: str | Path, model: str | None = None, **open_kw: Any
 
 
 def launch(app: App, port: int = 7860, host: str = "127.0.0.1", **kw: Any) -> None:
-    """Serve the app. Only the catalog's clip folders are served as files (``allowed_paths``)."""
+    """Serve the app. Only the catalog's clip folders are served as files (``allowed_paths``), never the
+    catalog or annotations (``blocked_paths``); uploads over ``ctx.audio_limits.max_bytes`` are refused."""
     app.demo.queue(default_concurrency_limit=4)
     app.demo.launch(server_name=host, server_port=port, theme=theme(), css=CSS,
-                    allowed_paths=app.ctx.allowed_paths(), show_error=False, footer_links=["api", "gradio"], **kw)
+                    allowed_paths=app.ctx.allowed_paths(), blocked_paths=app.ctx.blocked_paths(),
+                    max_file_size=app.ctx.audio_limits.max_bytes, show_error=False, footer_links=["api", "gradio"],
+                    **kw)

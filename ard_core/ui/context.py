@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ard_core.annotations import AnnotationStore, annotations_path_for
+from ard_core.audio import AudioLimits
 from ard_core.catalog import Catalog, ClipRow, FeatureRow, SaeRow, parse_feature_ref
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class AppContext:
     """Example slots per kind (top / bottom) on a feature page."""
     hist_token_budget: int = 8192
     """Tokens sampled from the store for a feature's activation histogram."""
+    audio_limits: AudioLimits = field(default_factory=AudioLimits)
+    """What an uploaded clip may be (size, length, channels, rate); also Gradio's upload limit."""
     _sae_cache: dict = field(default_factory=dict, repr=False)
     _sample_cache: "OrderedDict[str, Any]" = field(default_factory=OrderedDict, repr=False)
     _spec_cache: "OrderedDict[str, Any]" = field(default_factory=OrderedDict, repr=False)
@@ -72,6 +75,7 @@ class AppContext:
         clap: str | None = None,
         bertscore: str | None = None,
         max_examples: int = 6,
+        audio_limits: AudioLimits | None = None,
     ) -> "AppContext":
         """Open the catalog read-only (a hard requirement: the app never writes it)."""
         from ard_core.config import resolve_device
@@ -80,7 +84,7 @@ class AppContext:
         cat = Catalog.open(catalog_path, read_only=True)
         ann = AnnotationStore(annotations_path or annotations_path_for(catalog_path))
         ctx = cls(catalog_path, cat, ann, device=resolve_device(device), max_examples=max_examples,
-                  bertscore_path=bertscore)
+                  bertscore_path=bertscore, audio_limits=audio_limits or AudioLimits())
         ctx.clap_path = clap if clap is not None else (str(DEFAULT_CLAP) if (DEFAULT_CLAP / "config.json").is_file() else None)
         ctx._open_store()
         if load_model:
@@ -200,6 +204,13 @@ class AppContext:
             if not any(d == o or d.startswith(o.rstrip("/") + "/") for o in out):
                 out.append(d)
         return sorted(out)
+
+    def blocked_paths(self) -> list[str]:
+        """Files never served even when a clip folder holds them: the catalog, annotations and activation store."""
+        run = self.catalog_path.resolve().parent
+        out = [self.catalog_path.resolve(), self.annotations.path.resolve(), run / "activations"]
+        out += [p.with_name(p.name + ".wal") for p in out[:2]]
+        return [str(p) for p in out]
 
     # -- heavy objects, loaded on first use -----------------------------------------------------
     def sae(self, sae_id: str, device: str | None = None):

@@ -24,6 +24,12 @@ MAX_FEATURES = 4
 """Features steered at once (one value slider each)."""
 API_VALUE_BOUND = 1e4
 """Largest steering value (in magnitude) the API accepts."""
+MAX_PROMPT_CHARS = 2000
+"""Longest question or assistant prefix: the prompt's length is the model's cost."""
+MAX_LABELS = 32
+"""Most labels compared at once (each is a lens curve)."""
+MAX_NEW_TOKENS = 64
+"""Longest generation a request may ask for."""
 MAX_CHOICES = 3000
 MAX_CLIPS = 2000
 POSITION_CHOICES = [("audio tokens", "audio"), ("prompt tokens", "prompt"), ("generated tokens", "generated")]
@@ -114,13 +120,27 @@ class SteerView(NamedTuple):
     probs_fig: go.Figure
     lens_fig: go.Figure
     summary: str
+    notices: tuple[str, ...] = ()
+    """Warnings for the user (an uploaded clip cut to the length cap); also in ``summary``."""
+
+
+def check_value(ref: str, value: object) -> float:
+    """A steering value as a float, or a UserError: NaN and inf slip through Gradio's slider bounds check."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UserError(f"the steering value for {ref} is {value!r}, not a number") from None
+    if not np.isfinite(v) or abs(v) > API_VALUE_BOUND:
+        raise UserError(f"the steering value for {ref} is {v!r}; use a finite number from {-API_VALUE_BOUND:g} "
+                        f"to {API_VALUE_BOUND:g}")
+    return v
 
 
 def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: str, labels: str | Sequence[str],
               refs: Sequence[str], values: Sequence[float], mode: str = "set",
               positions: Sequence[str] = ("audio", "prompt", "generated"), max_new_tokens: int = 24) -> SteerView:
     """Original vs steered generation of the loaded model on one clip."""
-    from ard_core.audio import load_audio
+    from ard_core.audio import load_upload
     from ard_core.steering import SteerSpec, steer
 
     llm = ctx.llm
@@ -139,13 +159,25 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
         raise UserError("choose at least one kind of position to steer (audio, prompt or generated tokens)")
     if mode not in ("set", "add"):
         raise UserError(f"mode {mode!r}: use 'set' or 'add'")
+    for what, text in (("question", question), ("assistant prefix", prefix)):
+        if len(str(text or "")) > MAX_PROMPT_CHARS:
+            raise UserError(f"the {what} is {len(str(text))} characters long; shorten it to {MAX_PROMPT_CHARS}")
+    try:
+        n_new = int(max_new_tokens)
+    except (TypeError, ValueError, OverflowError):
+        n_new = 0
+    if not 1 <= n_new <= MAX_NEW_TOKENS:
+        raise UserError(f"max new tokens is {max_new_tokens!r}; give a whole number from 1 to {MAX_NEW_TOKENS}")
     label_list = parse_labels(labels)
+    if len(label_list) > MAX_LABELS:
+        raise UserError(f"{len(label_list)} labels to compare; give at most {MAX_LABELS}")
+    values = [check_value(ref, value) for ref, value in zip(refs, values)]
 
     by_sae: dict[str, dict[int, float]] = {}
     for ref, value in zip(refs, values):
         fr = parse_ref(ref)
         ctx.feature_row(str(fr))  # exists?
-        by_sae.setdefault(fr.sae_id, {})[fr.feature] = float(value)
+        by_sae.setdefault(fr.sae_id, {})[fr.feature] = value
     specs = []
     for sae_id, vals in by_sae.items():
         row = ctx.sae_row(sae_id)
@@ -156,7 +188,8 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
             raise UserError(f"SAE {sae_id} is at layer {row.layer}; the loaded model has {llm.n_layers} layers")
         specs.append(SteerSpec(layer=row.layer, values=vals, sae=ctx.sae(sae_id, device=str(llm.device)), mode=mode))
 
-    audio = load_audio(audio_path, sr=llm.sampling_rate)
+    clip = load_upload(audio_path, sr=llm.sampling_rate, limits=ctx.audio_limits)
+    audio = clip.audio
     prompt = llm.build_prompt(question or "", prefix or None)
     if label_list:
         from ard_core.prompts import label_token_ids
@@ -166,7 +199,7 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
         except ValueError as exc:
             raise UserError(f"labels cannot be compared: {exc}") from None
     with ctx.model_lock:
-        res = steer(llm, audio, prompt, specs, positions=tuple(positions), max_new_tokens=int(max_new_tokens),
+        res = steer(llm, audio, prompt, specs, positions=tuple(positions), max_new_tokens=n_new,
                     labels=label_list or None, with_lens=bool(label_list))
     o, s = res.original, res.steered
     if label_list:
@@ -182,7 +215,9 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
         lens_fig = plots.steer_lens_figure([], None, None)
     applied = ", ".join(f"{r} {'=' if mode == 'set' else '+='} {float(v):g}" for r, v in zip(refs, values))
     summary = f"Steered {applied} at {', '.join(positions)} positions ({mode} mode; model {llm.name})."
-    return SteerView(o.text, s.text, label_list, probs, probs_fig, lens_fig, summary)
+    if clip.notices:
+        summary += "\n\n" + note(" ".join(clip.notices), "warn")
+    return SteerView(o.text, s.text, label_list, probs, probs_fig, lens_fig, summary, clip.notices)
 
 
 # -- widgets ------------------------------------------------------------------------------------
@@ -237,7 +272,7 @@ def render(ctx: AppContext) -> SteerWidgets:
                                  visible=False, elem_id=f"steer-value-{i}") for i in range(MAX_FEATURES)]
             mode = gr.Radio([("set the pre-activation", "set"), ("add to it", "add")], value="set", label="Mode")
             positions = gr.CheckboxGroup(POSITION_CHOICES, value=["audio", "prompt", "generated"], label="Steer at")
-            max_new = gr.Slider(1, 64, value=24, step=1, label="Max new tokens")
+            max_new = gr.Slider(1, MAX_NEW_TOKENS, value=24, step=1, label="Max new tokens")
             run = gr.Button("Steer", variant="primary", interactive=ctx.llm is not None, elem_id="steer-run")
     summary = gr.Markdown(elem_id="steer-summary")
     with gr.Row():
@@ -293,7 +328,9 @@ def listen(ctx: AppContext, w: SteerWidgets) -> None:
                progress=gr.Progress()):
         progress(0.05, desc="running the model twice (original, then steered)")
         v = run_steer(ctx, audio, question, prefix, labels, refs or [], [v0, v1, v2, v3], mode, positions or [],
-                      int(max_new))
+                      max_new)
+        for text in v.notices:
+            gr.Warning(text)
         return v.summary, v.original, v.steered, v.probs, v.probs_fig, v.lens_fig
 
     w.preset.change(on_preset, [w.preset], [w.question, w.prefix, w.labels], api_visibility="private",

@@ -6,50 +6,83 @@ tight margins, the app's palette.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import functools
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 PALETTE = ["#4f46e5", "#0891b2", "#d97706", "#dc2626", "#059669", "#7c3aed", "#db2777", "#65a30d", "#475569"]
 ORIGINAL, STEERED = "#64748b", "#4f46e5"
+MAGMA = [[i / (len(plotly.colors.sequential.Magma) - 1), c] for i, c in enumerate(plotly.colors.sequential.Magma)]
+"""plotly.js knows no 'Magma'; plotly.py's validation expands the name into this list."""
 
 
-def _layout(fig: go.Figure, title: str = "", height: int = 320, **kw) -> go.Figure:
-    base = dict(
-        template="plotly_white",
+def _base(title: str = "", height: int = 320) -> dict[str, Any]:
+    """The layout every figure shares (the app's look), less the template."""
+    return dict(
         title=dict(text=title, x=0.01, y=0.98, yanchor="top", font=dict(size=14)) if title else None,
         height=height, margin=dict(l=50, r=20, t=78 if title else 15, b=40), colorway=PALETTE,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, font=dict(size=11)),
         font=dict(family="Inter, ui-sans-serif, system-ui, sans-serif", size=12),
     )
-    fig.update_layout(**{**base, **kw})
+
+
+def _layout(fig: go.Figure, title: str = "", height: int = 320, **kw) -> go.Figure:
+    fig.update_layout(**{"template": "plotly_white", **_base(title, height), **kw})
     return fig
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> dict[str, Any]:
+    """plotly_white as plain JSON, expanded once: naming a template makes plotly validate
+    and copy it for every figure, which costs tens of milliseconds each."""
+    import plotly.io as pio
+
+    return pio.templates["plotly_white"].to_plotly_json()
+
+
+def _figure(data: list[dict[str, Any]], title: str = "", height: int = 320, **kw) -> go.Figure:
+    """A figure from plain dicts, skipping plotly's per-property validation.
+
+    Building through ``go.*`` objects validates every property and costs 50-300 ms
+    per figure; a feature page draws up to fourteen. Only the figures of the feature
+    page are built this way, and tests/test_ui_plots.py checks that each one passes
+    the validation it skips.
+    """
+    layout = {k: v for k, v in {"template": _template(), **_base(title, height), **kw}.items() if v != []}
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
 
 
 def empty_figure(message: str, height: int = 220) -> go.Figure:
     """A blank figure carrying a message (plots never fail silently)."""
-    fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
-                       font=dict(size=13, color="#64748b"))
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return _layout(fig, height=height)
+    return _figure([], height=height, xaxis=dict(visible=False), yaxis=dict(visible=False), annotations=[
+        dict(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+             font=dict(size=13, color="#64748b"))])
 
 
 def density_histogram(densities: np.ndarray, this: float | None, label: str) -> go.Figure:
-    """log10 activation density of every feature of an SAE, with this feature marked."""
+    """log10 activation density of every feature of an SAE, with this feature marked.
+
+    Binned here (40 bins) so the browser gets 40 bars, not one value per feature.
+    """
     d = np.asarray(densities, dtype=np.float64)
     floor = 1e-7
     logd = np.log10(np.clip(d[np.isfinite(d)], floor, None))
-    fig = go.Figure(go.Histogram(x=logd, nbinsx=40, marker_color="#cbd5e1", name="all features"))
+    counts, edges = np.histogram(logd, bins=40) if logd.size else (np.zeros(0), np.zeros(1))
+    data = [dict(type="bar", x=(edges[:-1] + edges[1:]) / 2, y=counts, width=float(edges[1] - edges[0]),
+                 marker=dict(color="#cbd5e1"), name="all features",
+                 hovertemplate="log10 density %{x:.2f}: %{y} features<extra></extra>")] if logd.size else []
+    shapes, notes = [], []
     if this is not None and np.isfinite(this):
-        fig.add_vline(x=float(np.log10(max(this, floor))), line_color=PALETTE[0], line_width=3,
-                      annotation_text=label, annotation_position="top")
-    fig.update_xaxes(title="log10 density (fraction of tokens active)")
-    fig.update_yaxes(title="features")
-    return _layout(fig, "Activation density across the SAE", showlegend=False)
+        x = float(np.log10(max(this, floor)))
+        shapes.append(dict(type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="y domain",
+                           line=dict(color=PALETTE[0], width=3)))
+        notes.append(dict(text=label, x=x, y=1, xref="x", yref="y domain", showarrow=False, yanchor="bottom"))
+    return _figure(data, "Activation density across the SAE", showlegend=False, bargap=0, shapes=shapes,
+                   annotations=notes, xaxis=dict(title=dict(text="log10 density (fraction of tokens active)")),
+                   yaxis=dict(title=dict(text="features")))
 
 
 def activation_histogram(values: np.ndarray, n_tokens: int, n_clips: int) -> go.Figure:
@@ -61,34 +94,42 @@ def activation_histogram(values: np.ndarray, n_tokens: int, n_clips: int) -> go.
     frac = nz.size / n_tokens
     if nz.size == 0:
         return empty_figure(f"never fires on the {n_tokens:,} sampled tokens of {n_clips} clips")
-    fig = go.Figure(go.Histogram(x=nz, nbinsx=40, marker_color=PALETTE[0]))
-    fig.update_xaxes(title="activation (non-zero tokens)")
-    fig.update_yaxes(title="tokens")
-    return _layout(fig, f"Activations: fires on {frac:.1%} of {n_tokens:,} tokens from {n_clips} clips",
-                   showlegend=False)
+    return _figure([dict(type="histogram", x=nz, nbinsx=40, marker=dict(color=PALETTE[0]))],
+                   f"Activations: fires on {frac:.1%} of {n_tokens:,} tokens from {n_clips} clips",
+                   showlegend=False, xaxis=dict(title=dict(text="activation (non-zero tokens)")),
+                   yaxis=dict(title=dict(text="tokens")))
 
 
 def clip_activation_figure(spec_db: np.ndarray, hop_s: float, times: np.ndarray, acts: np.ndarray,
                            duration: float, max_act: float | None = None, note: str = "") -> go.Figure:
-    """Mel spectrogram (top) and the feature's activation per token (bottom) on one time axis."""
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.04)
+    """Mel spectrogram (top) and the feature's activation per token (bottom) on one time axis.
+
+    The spectrogram (dB, 80 dB range) goes to the browser as whole decibels in one byte
+    each: a quarter of the float32 bytes, and no visible change.
+    """
     n_mels, n_frames = spec_db.shape
-    fig.add_trace(go.Heatmap(z=spec_db, x=(np.arange(n_frames) + 0.5) * hop_s, y=np.arange(n_mels),
-                             colorscale="Magma", showscale=False, hovertemplate="t=%{x:.2f}s mel=%{y}<extra></extra>"),
-                  row=1, col=1)
+    z = np.clip(np.rint(spec_db - (spec_db.max() if spec_db.size else 0.0) + 80.0), 0, 80).astype(np.uint8)
+    data = [dict(type="heatmap", z=z, zmin=0, zmax=80, x=((np.arange(n_frames) + 0.5) * hop_s).astype(np.float32),
+                 y=np.arange(n_mels), colorscale=MAGMA, showscale=False, xaxis="x", yaxis="y",
+                 hovertemplate="t=%{x:.2f}s mel=%{y}<extra></extra>")]
+    notes = []
     if times.size:
-        fig.add_trace(go.Scatter(x=times, y=acts, mode="lines", line=dict(color=PALETTE[0], width=2, shape="hv"),
-                                 fill="tozeroy", fillcolor="rgba(79,70,229,0.18)", name="activation",
-                                 hovertemplate="t=%{x:.2f}s act=%{y:.3f}<extra></extra>"), row=2, col=1)
+        data.append(dict(type="scatter", x=times, y=acts, mode="lines", xaxis="x2", yaxis="y2",
+                         line=dict(color=PALETTE[0], width=2, shape="hv"), fill="tozeroy",
+                         fillcolor="rgba(79,70,229,0.18)", name="activation",
+                         hovertemplate="t=%{x:.2f}s act=%{y:.3f}<extra></extra>"))
     else:
-        fig.add_annotation(text=note or "no stored activations", showarrow=False, x=duration / 2, y=0.5,
-                           xref="x2", yref="y2", font=dict(color="#64748b"))
+        notes.append(dict(text=note or "no stored activations", showarrow=False, x=duration / 2, y=0.5,
+                          xref="x2", yref="y2", font=dict(color="#64748b")))
     top = max(float(np.max(acts)) if acts.size else 0.0, float(max_act or 0.0), 1e-6)
-    fig.update_yaxes(visible=False, row=1, col=1)
-    fig.update_yaxes(title="act", range=[0, 1.05 * top], row=2, col=1)
-    fig.update_xaxes(range=[0, duration], row=1, col=1)
-    fig.update_xaxes(range=[0, duration], title="time (s)", row=2, col=1)
-    return _layout(fig, height=260, showlegend=False, margin=dict(l=45, r=10, t=10, b=35))
+    # two rows sharing the time axis (what make_subplots(rows=2, shared_xaxes=True) lays out)
+    return _figure(
+        data, height=260, showlegend=False, margin=dict(l=45, r=10, t=10, b=35), annotations=notes,
+        xaxis=dict(anchor="y", domain=[0.0, 1.0], matches="x2", showticklabels=False, range=[0, duration]),
+        xaxis2=dict(anchor="y2", domain=[0.0, 1.0], range=[0, duration], title=dict(text="time (s)")),
+        yaxis=dict(anchor="x", domain=[0.424, 1.0], visible=False),
+        yaxis2=dict(anchor="x2", domain=[0.0, 0.384], range=[0, 1.05 * top], title=dict(text="act")),
+    )
 
 
 def info_score_figure(curves: Sequence[tuple[str, Sequence[int], Sequence[float]]],

@@ -1,0 +1,72 @@
+"""The feature page's figures skip plotly's validation to build fast (``plots._figure``):
+each must still pass it, and carry the data it was given."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from ard_core.ui import plots
+
+
+@functools.cache
+def _figures() -> dict[str, go.Figure]:
+    rng = np.random.default_rng(0)
+    spec = -80 * rng.uniform(size=(64, 120)).astype(np.float32)
+    times = np.arange(50) * 0.04
+    return {
+        "empty": plots.empty_figure("nothing here"),
+        "density": plots.density_histogram(10 ** rng.uniform(-6, -1, 500), 1e-3, "#3"),
+        "density, no features": plots.density_histogram(np.array([np.nan]), None, "#1"),
+        "activations": plots.activation_histogram(np.r_[np.zeros(10), rng.uniform(0, 3, 40)], 50, 4),
+        "activations, silent": plots.activation_histogram(np.zeros(10), 10, 1),
+        "clip": plots.clip_activation_figure(spec, 0.01, times, rng.uniform(0, 2, 50), 2.0, 3.0),
+        "clip, no trace": plots.clip_activation_figure(spec, 0.01, np.zeros(0), np.zeros(0), 1.2, None, "no store"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_figures()))
+def test_unvalidated_figures_pass_plotly_validation(name: str) -> None:
+    fig = _figures()[name]
+    checked = go.Figure(fig.to_plotly_json())  # raises ValueError on any invalid property
+    assert json.loads(checked.to_json()) == json.loads(fig.to_json())
+
+
+def test_density_histogram_bins_every_feature_and_marks_this_one() -> None:
+    d = np.r_[10 ** np.linspace(-6, -1, 999), np.nan, 0.0]  # NaN dropped; 0 floored at 1e-7
+    fig = plots.density_histogram(d, 1e-3, "#7")
+    bars = fig.data[0]
+    assert int(np.sum(bars.y)) == 1000
+    assert np.min(bars.x) - bars.width / 2 == pytest.approx(-7.0)
+    assert fig.layout.shapes[0].x0 == pytest.approx(-3.0) and fig.layout.annotations[0].text == "#7"
+
+
+def test_clip_figure_sends_whole_decibels_and_the_trace() -> None:
+    spec = np.array([[0.0, -10.4, -79.6, -120.0]], np.float32)
+    acts = np.array([0.0, 1.5, 0.25])
+    fig = plots.clip_activation_figure(spec, 0.5, np.array([0.0, 0.5, 1.0]), acts, 2.0)
+    heat, trace = fig.data
+    assert heat.z.dtype == np.uint8 and heat.z.tolist() == [[80, 70, 0, 0]]
+    np.testing.assert_array_equal(trace.y, acts)
+    assert fig.layout.yaxis2.range[1] == pytest.approx(1.05 * 1.5)
+
+
+def test_mel_db_equals_librosa() -> None:
+    import librosa
+
+    from ard_core.ui.feature import SPEC_MAX_FRAMES, mel_db
+
+    rng = np.random.default_rng(1)
+    t = np.arange(16000 * 2) / 16000
+    y = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    db, hop = mel_db(y)
+    ref = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=160, n_mels=64,
+                                                             fmax=8000), ref=np.max, top_db=80.0)
+    assert hop == 0.01 and db.shape == ref.shape
+    np.testing.assert_allclose(db, ref, atol=1e-2)
+    long, hop = mel_db(np.tile(y, 10))  # 20 s: a longer hop keeps the frame count bounded
+    assert long.shape[1] <= SPEC_MAX_FRAMES + 1 and hop * long.shape[1] == pytest.approx(20.0, abs=2 * hop)

@@ -54,6 +54,7 @@ class AppContext:
     _sae_cache: dict = field(default_factory=dict, repr=False)
     _sample_cache: "OrderedDict[str, Any]" = field(default_factory=OrderedDict, repr=False)
     _spec_cache: "OrderedDict[str, Any]" = field(default_factory=OrderedDict, repr=False)
+    _density_cache: "OrderedDict[str, Any]" = field(default_factory=OrderedDict, repr=False)
     _clap: Any = field(default=None, repr=False)
     _bert: Any = field(default=None, repr=False)
     _clap_error: str = field(default="", repr=False)
@@ -187,6 +188,12 @@ class AppContext:
     def clip(self, clip_id: str) -> ClipRow | None:
         rows = self.rows(ClipRow, "clip_id = ?", [clip_id])
         return rows[0] if rows else None
+
+    def clips(self, clip_ids: Sequence[str]) -> dict[str, ClipRow]:
+        """The catalog's rows of ``clip_ids`` (absent ids are left out), in one query."""
+        if not clip_ids:
+            return {}
+        return {c.clip_id: c for c in self.rows(ClipRow, "clip_id = ANY(?)", [list(clip_ids)])}
 
     def clip_path(self, clip: ClipRow) -> Path | None:
         return self.resolve(clip.path)

@@ -9,6 +9,7 @@ takes milliseconds per clip. The deep link ``?feature=SAE_ID/K`` opens this page
 
 from __future__ import annotations
 
+import functools
 import html
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -113,24 +114,43 @@ def activation_over_time(ctx: AppContext, sae: SaeRow, feature: int, clip: ClipR
     return Trace(pos.astype(np.float64) * dt, acts.astype(np.float64), "")
 
 
+@functools.lru_cache(maxsize=4)
+def _mel_filters(n_fft: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """(periodic Hann window (n_fft,), mel filterbank (N_MELS, n_fft // 2 + 1)), as librosa makes them."""
+    import librosa
+
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    return window, librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=N_MELS, fmax=sr / 2).astype(np.float32)
+
+
+def mel_db(y: np.ndarray, sr: int = 16000) -> tuple[np.ndarray, float]:
+    """(mel dB (N_MELS, frames), seconds per frame): 0 dB is the loudest bin, -80 dB the floor.
+
+    Frames are SPEC_HOP_S apart, or further for clips longer than SPEC_MAX_FRAMES of
+    them (the window then grows with the hop, so no sample is skipped). The STFT is
+    done here rather than by librosa.feature.melspectrogram, which took four times as
+    long; a feature page draws eight of these.
+    """
+    import scipy.fft
+
+    hop = max(int(sr * SPEC_HOP_S), -(-y.size // SPEC_MAX_FRAMES))
+    n_fft = max(512, 1 << (hop - 1).bit_length())
+    window, filters = _mel_filters(n_fft, sr)
+    padded = np.pad(np.asarray(y, np.float32), n_fft // 2)  # centred frames, zero padding (librosa's default)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]  # (frames, n_fft)
+    power = np.abs(scipy.fft.rfft(frames * window, axis=1)) ** 2
+    db = 10.0 * np.log10(np.maximum(filters @ power.T, 1e-10))
+    return np.maximum(db - db.max(), -80.0).astype(np.float32), hop / sr
+
+
 def spectrogram(ctx: AppContext, path: str) -> tuple[np.ndarray, float, float]:
     """(mel dB (N_MELS, frames), seconds per frame, duration) of an audio file, cached."""
 
     def make() -> tuple[np.ndarray, float, float]:
-        import librosa
-
         from ard_core.audio import load_audio
 
         y = load_audio(path)
-        mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=int(16000 * SPEC_HOP_S),
-                                             n_mels=N_MELS, fmax=8000)
-        db = librosa.power_to_db(mel, ref=np.max, top_db=80.0).astype(np.float32)
-        hop = SPEC_HOP_S
-        if db.shape[1] > SPEC_MAX_FRAMES:  # keep the figure small: average groups of frames
-            g = int(np.ceil(db.shape[1] / SPEC_MAX_FRAMES))
-            n = db.shape[1] // g * g
-            db = db[:, :n].reshape(N_MELS, -1, g).mean(axis=2)
-            hop *= g
+        db, hop = mel_db(y, 16000)
         return db, hop, y.size / 16000
 
     return ctx.cached(ctx._spec_cache, str(path), make, limit=128)
@@ -150,20 +170,25 @@ def clip_figure(ctx: AppContext, clip: ClipRow, path: str | None, trace: Trace, 
     return plots.clip_activation_figure(db, hop, times, acts, duration, max_act, trace.note)
 
 
-def _examples(ctx: AppContext, sae: SaeRow, feature: FeatureRow, kind: str) -> tuple[list[ExampleView], int]:
-    rows = ctx.rows(FeatureExampleRow, "method = 'ard' AND sae_id = ? AND feature = ? AND kind = ?",
-                    [sae.sae_id, feature.feature, kind], order_by='"rank"')
-    out = []
-    for r in rows[: ctx.max_examples]:
-        clip = ctx.clip(r.clip_id)
-        if clip is None:
-            clip = ClipRow(r.clip_id, "", "", "", 0.0, {}, "(clip missing from the catalog)")
-        path = ctx.clip_path(clip)
-        trace = activation_over_time(ctx, sae, feature.feature, clip) if clip.path else Trace(np.zeros(0), np.zeros(0), "")
-        fig = clip_figure(ctx, clip, str(path) if path else None, trace, feature.max_act)
-        out.append(ExampleView(kind, r.rank, r.clip_id, str(path) if path else None, clip.caption, clip.labels,
-                               r.score, r.mean_act, r.coverage, trace, fig))
-    return out, len(rows)
+def _examples(ctx: AppContext, sae: SaeRow, feature: FeatureRow) -> dict[str, tuple[list[ExampleView], int]]:
+    """kind ('top', 'bottom') -> (the first ``ctx.max_examples`` 'ard' examples, how many there are)."""
+    rows = ctx.rows(FeatureExampleRow, "method = 'ard' AND sae_id = ? AND feature = ?",
+                    [sae.sae_id, feature.feature], order_by='kind, "rank"')
+    shown = {kind: [r for r in rows if r.kind == kind][: ctx.max_examples] for kind in ("top", "bottom")}
+    clips = ctx.clips(sorted({r.clip_id for rs in shown.values() for r in rs}))
+    out: dict[str, tuple[list[ExampleView], int]] = {}
+    for kind, rs in shown.items():
+        views = []
+        for r in rs:
+            clip = clips.get(r.clip_id) or ClipRow(r.clip_id, "", "", "", 0.0, {}, "(clip missing from the catalog)")
+            path = ctx.clip_path(clip)
+            trace = (activation_over_time(ctx, sae, feature.feature, clip) if clip.path
+                     else Trace(np.zeros(0), np.zeros(0), ""))
+            fig = clip_figure(ctx, clip, str(path) if path else None, trace, feature.max_act)
+            views.append(ExampleView(kind, r.rank, r.clip_id, str(path) if path else None, clip.caption, clip.labels,
+                                     r.score, r.mean_act, r.coverage, trace, fig))
+        out[kind] = (views, sum(r.kind == kind for r in rows))
+    return out
 
 
 def activation_sample(ctx: AppContext, sae: SaeRow) -> tuple[list[str], int, torch.Tensor, torch.Tensor]:
@@ -210,18 +235,28 @@ def neighbours(ctx: AppContext, sae_id: str, feature: int) -> tuple[str | None, 
             None if row["next"] is None else f"{sae_id}/{row['next']}")
 
 
+def densities(ctx: AppContext, sae_id: str) -> np.ndarray:
+    """(features,) density of every listed feature of ``sae_id``, NaN where unknown; cached per SAE
+    (the app's catalog is read-only, and a page would otherwise read 32k rows to draw one histogram)."""
+
+    def make() -> np.ndarray:
+        rows = ctx.query("SELECT density FROM features WHERE sae_id = ?", [sae_id])
+        return np.array([r["density"] if r["density"] is not None else np.nan for r in rows], float)
+
+    return ctx.cached(ctx._density_cache, sae_id, make, limit=16)
+
+
 def feature_view(ctx: AppContext, ref: str) -> FeatureView:
     """Everything the feature page shows for ``ref`` (SAE_ID/K)."""
     fr = parse_ref(ref)
     row = ctx.feature_row(str(fr))
     sae = ctx.sae_row(fr.sae_id)
-    densities = np.array([r["density"] if r["density"] is not None else np.nan
-                          for r in ctx.query("SELECT density FROM features WHERE sae_id = ?", [sae.sae_id])], float)
-    density_fig = plots.density_histogram(densities, row.density, f"#{fr.feature}")
-    top, n_top = _examples(ctx, sae, row, "top")
-    bottom, n_bottom = _examples(ctx, sae, row, "bottom")
+    dens = densities(ctx, sae.sae_id)
+    density_fig = plots.density_histogram(dens, row.density, f"#{fr.feature}")
+    examples = _examples(ctx, sae, row)
+    (top, n_top), (bottom, n_bottom) = examples["top"], examples["bottom"]
     prev_ref, next_ref = neighbours(ctx, sae.sae_id, fr.feature)
-    return FeatureView(str(fr), row, sae, len(densities), top, bottom, n_top, n_bottom, prev_ref, next_ref,
+    return FeatureView(str(fr), row, sae, len(dens), top, bottom, n_top, n_bottom, prev_ref, next_ref,
                        density_fig, feature_histogram(ctx, sae, fr.feature))
 
 

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ard_core.durable import fsync_dir, fsync_file, write_text
+
 SHARD_PREFIX = "shard_"
 
 
@@ -94,9 +96,7 @@ class ActivationWriter:
                         f"this run has {getattr(meta, key)!r}; use another out_dir or delete the store"
                     )
         else:
-            tmp = meta_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(meta.__dict__, indent=2, default=str))
-            os.replace(tmp, meta_path)
+            write_text(meta_path, json.dumps(meta.__dict__, indent=2, default=str))
         self._reset()
 
     def _reset(self) -> None:
@@ -143,9 +143,9 @@ class ActivationWriter:
         pq.write_table(table, tmp / "index.parquet")
         (tmp / "failed.json").write_text(json.dumps(self._failed, indent=1))
         for f in tmp.iterdir():  # the data must be on disk before the rename publishes it
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(f)
         os.replace(tmp, final)
+        fsync_dir(self.root)  # the rename itself must be durable before anything vouches for the shard
         self._reset()
         return final
 

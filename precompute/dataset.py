@@ -31,6 +31,7 @@ from ard_core.config import ConfigError, RunConfig, from_dict, save_json
 from ard_core.datasets import TRACKS, ClipRecord, manifest_hash, save_manifest
 from ard_core.datasets.loaders import LOADERS
 from ard_core.datasets.mini import CorpusMismatch, MiniCorpusConfig, build_corpus, verify_corpus
+from ard_core.durable import write_text
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
         records = load_sources(dcfg.sources)
     manifest = save_manifest(records, out / "manifest.csv")
     summary = summarize(records) | {"manifest_sha256": manifest_hash(records, out)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     save_json(dcfg, out / "cfg.json")
     log.info("dataset: %d clips %s -> %s", len(records), summary["splits"], manifest)
     return 0

@@ -131,14 +131,15 @@ def describe(run: RunConfig, model_cfg: ModelConfig, cfg: DescribeConfig, top_c:
         for j in tqdm(todo, desc="name concepts", unit="feature"):
             c = summarizer.summarize([cached[x] for x in j.clips])
             concepts.append(MethodConceptRow(j.method, j.sae_id, j.feature, j.seed, c.name, c.description))
-        cat.delete_where("method_concepts")
-        cat.upsert(concepts)
         named = {(c.sae_id, c.feature): c for c in concepts if c.method == "ard"}
         feats = [dataclasses.replace(f, name=named[(f.sae_id, f.feature)].name,
                                      description=named[(f.sae_id, f.feature)].description)
                  if (f.sae_id, f.feature) in named else dataclasses.replace(f, name=None, description=None)
                  for f in cat.rows(FeatureRow)]
-        cat.upsert(feats)
+        with cat.transaction():  # concepts and feature names change together or not at all
+            cat.delete_where("method_concepts")
+            cat.upsert(concepts)
+            cat.upsert(feats)
     return len(concepts)
 
 

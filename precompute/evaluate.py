@@ -28,6 +28,7 @@ import numpy as np
 
 from ard_core.catalog import Catalog, ClipRow, EvaluationRow, SaeRow
 from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
+from ard_core.durable import write_text
 from ard_core.evaluation import DEFAULT_GAMMA, cosine_matrix, match_concepts
 from ard_core.naming import ConsensusSummarizer
 from precompute.describe import DescribeConfig, table1_sae
@@ -170,10 +171,10 @@ def evaluate(run: RunConfig, cfg: EvaluateConfig, score_cfg: ScoreConfig, descri
             "SELECT sae_id, feature, name FROM method_concepts WHERE method = 'ard' ORDER BY sae_id, feature")]
         per_track = track_matches(ard, refs, embed, cfg.gamma)
         rows += [EvaluationRow("track_match", t, "", "matched_concepts", float(len(v)), None) for t, v in per_track.items()]
-        cat.delete_where("evaluations", table_name="table1")
-        cat.delete_where("evaluations", table_name="table4")
-        cat.delete_where("evaluations", table_name="track_match")
-        cat.upsert([r for r in rows if r.value is not None])
+        with cat.transaction():
+            for table_name in ("table1", "table4", "track_match"):
+                cat.delete_where("evaluations", table_name=table_name)
+            cat.upsert([r for r in rows if r.value is not None])
     write_report(out_dir, t1, table1, table4, refs, per_track, cfg)
     return out_dir
 
@@ -219,9 +220,7 @@ def write_report(out_dir: Path, t1: SaeRow, table1, table4, refs, per_track, cfg
         best = sorted(hits, key=lambda h: -h[2])[:5]
         lines.append(f"- **{track}**: {len(hits)} concept(s)" +
                      ("; e.g. " + "; ".join(f"`{r}` {n} ({s:.2f})" for r, n, s in best) if best else ""))
-    path = out_dir / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out_dir / "README.md", "\n".join(lines) + "\n")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -28,6 +28,7 @@ from ard_core.audio import AudioError, load_audio
 from ard_core.catalog import ActivationIndexRow, Catalog, ClipRow, ModelRow
 from ard_core.config import ConfigError, RunConfig, resolve_device, save_json, to_dict
 from ard_core.datasets import ClipRecord, load_manifest
+from ard_core.durable import crash_point
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.prompts import CAPTION_QUESTION
 from ard_core.store import ActivationStore, ActivationWriter, StoreMeta, shard_name
@@ -181,6 +182,7 @@ def extract(run: RunConfig, model_cfg: ModelConfig, cfg: ExtractConfig, llm: Aud
             bar.update(len(clips[b : b + cfg.batch_size]))
             bar.set_postfix(clips_per_s=f"{bar.n / max(time.perf_counter() - t0, 1e-9):.1f}")
         writer.commit(si)
+        crash_point("shard")
     bar.close()
     if dist.world > 1 and torch.distributed.is_available():
         if not torch.distributed.is_initialized():
@@ -194,9 +196,9 @@ def extract(run: RunConfig, model_cfg: ModelConfig, cfg: ExtractConfig, llm: Aud
 
 def register(run: RunConfig, model_cfg: ModelConfig, llm: AudioLLM, store: ActivationStore,
              records: Sequence[ClipRecord]) -> None:
-    """Clips, model and activation index into the catalog (idempotent)."""
+    """Clips, model and activation index into the catalog (idempotent, one transaction)."""
     family = type(llm).__name__
-    with Catalog.open(run.run.catalog_path) as cat:
+    with Catalog.open(run.run.catalog_path) as cat, cat.transaction():
         cat.upsert([ModelRow(llm.name, model_cfg.name_or_path, family, llm.n_layers, llm.d_model)])
         cat.upsert([ClipRow(r.clip_id, r.dataset, r.split, str(r.path), float(r.duration_s), dict(r.labels), r.caption)
                     for r in records])

@@ -228,7 +228,7 @@ def lens(run: RunConfig, model_cfg: ModelConfig, manifest: Path, cfg: LensConfig
     if track is not None and cfg.enrich_lambdas:
         track_recs = [r for r in records if track in r.labels][: cfg.max_per_track]
         enrich_rows = enrich_study(llm, track_recs, audio, track, cfg, options_of[track], run.run.seed)
-    with Catalog.open(run.run.catalog_path) as cat:
+    with Catalog.open(run.run.catalog_path) as cat, cat.transaction():
         for table in ("lens_scores", "lens_summary", "lens_enrichment"):
             cat.delete_where(table, model=llm.name)
         cat.upsert([row for r in runs for row in score_rows(llm.name, r)])

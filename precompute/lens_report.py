@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ard_core.catalog import LensEnrichmentRow, LensSummaryRow
+from ard_core.durable import atomic_path, write_text
 from ard_core.lens import information_scores
 
 
@@ -129,7 +130,8 @@ def figures(out_dir: Path, runs, enrich_rows: Sequence[LensEnrichmentRow], n_lay
 
 def _save(fig, path: Path) -> str:  # noqa: ANN001
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -164,6 +166,4 @@ def write_report(out_dir: Path, model: str, runs, summary, corr: tuple[float, fl
         *[f"![{p}]({p})" for p in pngs],
         "",
     ]
-    path = out_dir / "README.md"
-    path.write_text("\n".join(text))
-    return path
+    return write_text(out_dir / "README.md", "\n".join(text))

@@ -222,11 +222,12 @@ def score_sae(cat: Catalog, store: ActivationStore, sae_row: SaeRow, clips: dict
     density, max_act = sel.density, sel.max_act
     features = [FeatureRow(sae_row.sae_id, f, None, None, _num(ard_ms[f]), int(ard_rank[f]), float(density[f]),
                            _num(max_act[f]) if torch.isfinite(max_act[f]) else None) for f in range(sae_row.d_sae)]
-    for table in ("features", "feature_examples", "method_scores"):
-        cat.delete_where(table, sae_id=sae_row.sae_id)
-    cat.upsert(features)
-    cat.upsert(example_rows_all)
-    cat.upsert(score_rows)
+    with cat.transaction():  # a kill in between must not leave this SAE's rows half replaced
+        for table in ("features", "feature_examples", "method_scores"):
+            cat.delete_where(table, sae_id=sae_row.sae_id)
+        cat.upsert(features)
+        cat.upsert(example_rows_all)
+        cat.upsert(score_rows)
 
 
 def _num(x: torch.Tensor | float) -> float | None:

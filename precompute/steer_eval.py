@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ard_core.audio import load_audio
 from ard_core.catalog import Catalog, ClipRow, SaeRow, SteeringResultRow
 from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
+from ard_core.durable import write_text
 from ard_core.evaluation import cosine_matrix
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.prompts import EMOTION_NEUTRAL_FORMAT, attribute_prompt, label_token_ids, p3_options
@@ -112,7 +113,8 @@ def candidates(cat: Catalog, t1: SaeRow, target_emb: np.ndarray, embed: TextEmbe
         rows = cat.query("SELECT c.feature, c.name, f.max_act, s.monosemanticity FROM method_concepts c "
                          "JOIN method_scores s USING (method, sae_id, feature, seed) "
                          "LEFT JOIN features f ON f.sae_id = c.sae_id AND f.feature = c.feature "
-                         "WHERE c.method = ? AND c.sae_id = ? AND c.seed = 0", [method, t1.sae_id])
+                         "WHERE c.method = ? AND c.sae_id = ? AND c.seed = 0 ORDER BY c.feature",  # a join's order varies
+                         [method, t1.sae_id])
         if not rows:
             continue
         sims = cosine_matrix(embed([r["name"] for r in rows]), target_emb[None])[:, 0]
@@ -205,8 +207,9 @@ def steer_eval(run: RunConfig, model_cfg: ModelConfig, cfg: SteerEvalConfig, llm
                         hit = llm_judge(llm, todo, prompt, [spec], cfg.positions, track, target, endpoint)
                     rows.append(SteeringResultRow(mapping, c.method, t1.sae_id, c.feature, mult, cfg.judge,
                                                   float(hit.mean()) if len(todo) else float("nan"), len(todo)))
-        cat.delete_where("steering_results", judge=cfg.judge)
-        cat.upsert(rows)
+        with cat.transaction():
+            cat.delete_where("steering_results", judge=cfg.judge)
+            cat.upsert(rows)
     write_report(out_dir, t1, rows, chosen, cfg)
     return out_dir
 
@@ -246,9 +249,7 @@ def write_report(out_dir: Path, t1: SaeRow, rows: Sequence[SteeringResultRow], c
     for m, cands in chosen.items():
         lines.append(f"- **{m}**: " + "; ".join(f"{c.method} `{t1.sae_id}/{c.feature}` '{c.name}' "
                                                f"(sim {c.similarity:.2f}, max act {c.max_act:.2f})" for c in cands))
-    path = out_dir / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out_dir / "README.md", "\n".join(lines) + "\n")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from ard_core.durable import atomic_path, write_bytes
+
 TRACKS: tuple[str, ...] = ("gender", "language", "emotion", "animal", "sound_event")
 """The label tracks, mirroring SAKURA's attributes plus sound events."""
 
@@ -158,16 +160,16 @@ def manifest_bytes(records: Iterable[ClipRecord], root: Path) -> bytes:
 
 
 def save_manifest(records: Iterable[ClipRecord], path: str | Path) -> Path:
-    """Write ``records`` as CSV (or Parquet by suffix) with paths relative to the file's folder."""
+    """Write ``records`` as CSV (or Parquet by suffix) with paths relative to the file's folder, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".parquet":
         import pandas as pd
 
         header, rows = _rows(records, path.parent)
-        pd.DataFrame(rows, columns=header).to_parquet(path, index=False)
+        with atomic_path(path) as tmp:
+            pd.DataFrame(rows, columns=header).to_parquet(tmp, index=False)
     else:
-        path.write_bytes(manifest_bytes(records, path.parent))
+        write_bytes(path, manifest_bytes(records, path.parent))
     return path
 
 

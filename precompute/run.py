@@ -6,6 +6,13 @@ everything, ``--from STAGE`` redoes from STAGE on). Inside a stage, resumption i
 the stage's own business (extraction skips finished shards, SAE training resumes
 from its checkpoint, ...). Stages whose issue has not landed yet are reported and
 skipped, so ``make demo`` always runs what exists.
+
+Crash safety (``kill -9`` at any instant, then ``run`` again, gives the catalog an
+uninterrupted run gives): stages write files atomically (``ard_core.durable``) and
+replace their catalog rows in transactions; a marker is written last, after the
+stage's files are synced and its rows committed; and a stage about to run first
+removes its own marker and those of every later stage, so a marker never vouches
+for outputs made from inputs that have since changed.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 import time
 from pathlib import Path
 
+from ard_core import durable
 from ard_core.config import RunConfig
 from precompute.cli import add_config_argument
 
@@ -34,6 +42,21 @@ def config_hash(path: Path) -> str:
 
 def marker(run: RunConfig, stage: str) -> Path:
     return run.run.out_dir / "stages" / f"{stage}.done"
+
+
+def invalidate_from(run: RunConfig, stage: str) -> None:
+    """Remove the done markers of ``stage`` and every later stage before ``stage`` runs.
+
+    A stage that runs again may change what later stages read, and a run killed while
+    it runs must not leave a later stage marked done from an earlier run (e.g. a killed
+    ``--from score`` followed by a plain ``run`` would otherwise skip describe on half-new
+    inputs).
+    """
+    later = PIPELINE[PIPELINE.index(stage):]
+    for name in later:
+        marker(run, name).unlink(missing_ok=True)
+    if marker(run, stage).parent.is_dir():
+        durable.fsync_dir(marker(run, stage).parent)
 
 
 def run_stage(stage: str, config: Path) -> int:
@@ -67,18 +90,22 @@ def run_all(config: Path, force: bool = False, start: str | None = None) -> list
             outcomes.append((stage, "skipped"))
             continue
         print(f"[run] {stage}: starting")
+        invalidate_from(run, stage)
         t0 = time.perf_counter()
-        try:
-            rc = run_stage(stage, config)
-        except Exception as exc:  # report which stage broke; the CLI prints the message cleanly
-            print(f"[run] {stage}: failed: {type(exc).__name__}: {exc}")
-            raise
-        if rc != 0:
-            print(f"[run] {stage}: failed with exit code {rc}; later stages not run")
-            outcomes.append((stage, "failed"))
-            return outcomes
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(digest + "\n")
+        with durable.stage(stage):
+            durable.crash_point("start")
+            try:
+                rc = run_stage(stage, config)
+            except Exception as exc:  # report which stage broke; the CLI prints the message cleanly
+                print(f"[run] {stage}: failed: {type(exc).__name__}: {exc}")
+                raise
+            if rc != 0:
+                print(f"[run] {stage}: failed with exit code {rc}; later stages not run")
+                outcomes.append((stage, "failed"))
+                return outcomes
+            durable.crash_point("marker")
+            # last, and only now: every file the stage wrote is synced and its catalog rows committed
+            durable.write_text(done, digest + "\n")
         print(f"[run] {stage}: done in {time.perf_counter() - t0:.1f} s")
         outcomes.append((stage, "done"))
     return outcomes

@@ -109,16 +109,37 @@ class _Table:
     def merge(self, score: torch.Tensor, key: torch.Tensor, idx: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> None:
         """score/mu/cov: (F, B); key/idx: (B,)."""
         F, B = score.shape
-        s = torch.cat([self.score, score], 1)
-        k = torch.cat([self.key, key.expand(F, B)], 1)
-        i = torch.cat([self.idx, idx.expand(F, B)], 1)
-        m = torch.cat([self.mu, mu], 1)
-        c = torch.cat([self.cov, cov], 1)
+        keys = key.expand(F, B)
+        if self.score.shape[1] == self.p:
+            # Once full, only rows where some clip beats the kept p-th are re-sorted. Most
+            # scores are 0 and most rows have no such clip, so this skips nearly all of the
+            # (F, p + B) sorting that otherwise dominates scoring; the result is the same.
+            worst_s, worst_k = self.score[:, -1:], self.key[:, -1:]
+            beats = (score > worst_s) if self.descending else (score < worst_s)
+            rows = (beats | ((score == worst_s) & (keys < worst_k))).any(dim=1).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                return
+            if rows.numel() < F:
+                new = self._merged(rows, score[rows], keys[rows], idx.expand(len(rows), B), mu[rows], cov[rows])
+                for t, v in zip((self.score, self.key, self.idx, self.mu, self.cov), new):
+                    t[rows] = v
+                return
+        self.score, self.key, self.idx, self.mu, self.cov = self._merged(
+            slice(None), score, keys, idx.expand(F, B), mu, cov)
+
+    def _merged(self, rows: torch.Tensor | slice, score: torch.Tensor, key: torch.Tensor, idx: torch.Tensor,
+                mu: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The best p of the kept entries of ``rows`` and the new (R, B) ones, in order."""
+        s = torch.cat([self.score[rows], score], 1)
+        k = torch.cat([self.key[rows], key], 1)
+        i = torch.cat([self.idx[rows], idx], 1)
+        m = torch.cat([self.mu[rows], mu], 1)
+        c = torch.cat([self.cov[rows], cov], 1)
         # lexicographic sort: by key, then (stable) by score
         order = k.argsort(dim=1, stable=True)
         s, k, i, m, c = (t.gather(1, order) for t in (s, k, i, m, c))
         order = s.argsort(dim=1, descending=self.descending, stable=True)[:, : self.p]
-        self.score, self.key, self.idx, self.mu, self.cov = (t.gather(1, order) for t in (s, k, i, m, c))
+        return tuple(t.gather(1, order) for t in (s, k, i, m, c))
 
     def selection(self) -> Selection:
         F, have = self.score.shape
@@ -171,5 +192,9 @@ def random_representatives(n_clips: int, n_features: int, p: int, seed: int) -> 
     """The 'random' baseline: (F, p) random top and (F, p) random bottom clip indices, disjoint per feature."""
     g = torch.Generator().manual_seed(seed)
     need = min(2 * p, n_clips)
-    picks = torch.stack([torch.randperm(n_clips, generator=g)[:need] for _ in range(n_features)])
+    # Written into one tensor: a list of slices (even cloned ones) kept memory growing by a
+    # whole permutation per feature, n_features x n_clips int64 (26 GB at 100k clips x 32k).
+    picks = torch.empty((n_features, need), dtype=torch.int64)
+    for f in range(n_features):
+        picks[f] = torch.randperm(n_clips, generator=g)[:need]
     return picks[:, :p], picks[:, p:need]

@@ -81,6 +81,22 @@ def test_streamed_selection_matches_full_sort(method, batch):
     assert (bottom.score == 0).all(dim=1).sum() > 5
 
 
+def test_streamed_selection_matches_full_sort_over_many_batches():
+    # long enough that the tables fill and later batches re-sort only the rows they change
+    F, p = 64, 3
+    clips = _topk_clips(n_clips=300, F=F, K=4, seed=5)
+    sel = RepresentativeSelector(F, p=p, methods=["ard", "coverage"], seed=2)
+    for s in range(0, len(clips), 7):
+        chunk = clips[s : s + 7]
+        st = clip_stats_sparse([a for _, a, _ in chunk], [i for _, _, i in chunk], F)
+        sel.update([c for c, _, _ in chunk], st, 1)
+    for method in ("ard", "coverage"):
+        top, bottom = sel.result(method)
+        ref_top, ref_bottom = _reference_selection(clips, F, p, method, seed=2)
+        assert top.clip_index.tolist() == ref_top
+        assert bottom.clip_index.tolist() == ref_bottom
+
+
 def test_selection_is_independent_of_clip_order_and_seeded():
     F, p = 40, 4
     clips = _topk_clips(F=F)

@@ -12,8 +12,8 @@ vouch for files written before them, and must not outlive them in a power loss).
 
 Test hook: ``ARD_CRASH_AT=STAGE:POINT[@N]`` makes ``python -m precompute run``
 SIGKILL itself the N-th time (default 1) stage STAGE reaches POINT, as if killed
-from outside at that instant (no ``finally``, no ``atexit``, no flushed buffers).
-The points:
+from outside at that instant (no ``finally``, no ``atexit``; only stdout and its own
+message are flushed, for the log). The points:
 
 - ``start``: before the stage runs; ``marker``: after it returned, before its done marker;
 - ``write:NAME``: a file named NAME is complete as ``NAME.tmp`` but not yet renamed;

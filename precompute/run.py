@@ -7,8 +7,8 @@ the stage's own business (extraction skips finished shards, SAE training resumes
 from its checkpoint, ...). Stages whose issue has not landed yet are reported and
 skipped, so ``make demo`` always runs what exists.
 
-Crash safety (``kill -9`` at any instant, then ``run`` again, gives the catalog an
-uninterrupted run gives): stages write files atomically (``ard_core.durable``) and
+Crash safety: after ``kill -9`` at any instant, ``run`` again ends with the catalog and
+files an uninterrupted run makes. Stages write files atomically (``ard_core.durable``) and
 replace their catalog rows in transactions; a marker is written last, after the
 stage's files are synced and its rows committed; and a stage about to run first
 removes its own marker and those of every later stage, so a marker never vouches

@@ -26,6 +26,27 @@ from ard_core.durable import crash_point
 
 SCHEMA_VERSION_KEY = "schema_version"
 
+# Fills feature_pages (migration 4) for the SAEs matching ``ex`` (on feature_examples) and
+# ``f`` (on features): each listed feature's row, its neighbours, its 'ard' examples (top then
+# bottom, by rank).
+_FILL_FEATURE_PAGES = """
+    INSERT INTO feature_pages
+    SELECT f.sae_id || '/' || CAST(f.feature AS VARCHAR), f.sae_id, f.feature, f.name, f.description,
+           f.monosemanticity, f."rank", f.density, f.max_act,
+           lag(f.feature) OVER (PARTITION BY f.sae_id ORDER BY f.feature),
+           lead(f.feature) OVER (PARTITION BY f.sae_id ORDER BY f.feature),
+           coalesce(e.examples, [])
+    FROM features f LEFT JOIN (
+        SELECT sae_id, feature,
+               list({{'kind': kind, 'rank': "rank", 'clip_id': clip_id, 'score': score, 'mean_act': mean_act,
+                      'coverage': coverage}} ORDER BY kind DESC, "rank") AS examples
+        FROM feature_examples WHERE method = 'ard' AND {ex} GROUP BY sae_id, feature
+    ) e ON e.sae_id = f.sae_id AND e.feature = f.feature
+    WHERE {f}
+"""
+_PAGE_SOURCES = ("features", "feature_examples")
+"""Tables feature_pages derives from: every write to them refreshes it (Catalog._refresh_pages)."""
+
 # Append only: never edit a released step, add a new one.
 MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -108,6 +129,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (method, sae_id, feature, seed)
     );
     """,
+    # 4: feature_pages, derived from features and feature_examples: what the app's feature
+    # page reads, under a one-column key. DuckDB answers from an ART index only an equality
+    # on a single column, so a (sae_id, feature) lookup scanned all of feature_examples
+    # (2.3M rows at 3 x 32k features). The writer refreshes it with every write to its sources.
+    """
+    CREATE TABLE feature_pages (
+        ref VARCHAR PRIMARY KEY, sae_id VARCHAR, feature INTEGER, name VARCHAR, description VARCHAR,
+        monosemanticity DOUBLE, rank INTEGER, density DOUBLE, max_act DOUBLE,
+        prev_feature INTEGER, next_feature INTEGER,
+        examples STRUCT(kind VARCHAR, rank INTEGER, clip_id VARCHAR, score DOUBLE, mean_act DOUBLE, coverage DOUBLE)[]
+    );
+    """ + _FILL_FEATURE_PAGES.format(ex="TRUE", f="TRUE"),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -375,6 +408,7 @@ class Catalog:
         self.con = con
         self.path = path
         self.read_only = read_only
+        self._in_transaction = False
 
     # -- opening and migrations -----------------------------------------------------
     @classmethod
@@ -397,8 +431,9 @@ class Catalog:
                 )
             if version < SCHEMA_VERSION:
                 raise CatalogError(
-                    f"catalog {str(path)!r} has schema v{version}, this code needs v{SCHEMA_VERSION}; "
-                    "re-run any precompute stage on it to migrate"
+                    f"catalog {str(path)!r} has schema v{version}, this code needs v{SCHEMA_VERSION}; migrate it "
+                    f"by re-running any precompute stage on it, or with `python -c \"from ard_core.catalog import "
+                    f"Catalog; Catalog.open('{path}').close()\"`"
                 )
         else:
             cat.migrate()
@@ -482,11 +517,10 @@ class Catalog:
         if arrow.num_rows == 0:
             return 0
         cols = ", ".join(f'"{n}"' for n in names)
-        # In primary-key order: DuckDB then skips, by each row group's min/max, every row
-        # group but the few holding one feature's rows (its ART indexes serve only
-        # single-column lookups, so this is what keeps a feature page fast at 100k features).
-        order = ", ".join(repr_col(c) for c in _PRIMARY_KEY[table])
-        self.con.execute(f"INSERT OR REPLACE INTO {table} ({cols}) SELECT {cols} FROM arrow ORDER BY {order}")
+        with self._atomic():
+            self.con.execute(f"INSERT OR REPLACE INTO {table} ({cols}) SELECT {cols} FROM arrow")
+            if table in _PAGE_SOURCES:
+                self._refresh_pages(sorted(set(arrow.column("sae_id").to_pylist())))
         return arrow.num_rows
 
     def delete_where(self, table: str, **equals: Any) -> None:
@@ -495,7 +529,38 @@ class Catalog:
         if table not in _TABLE_OF.values():
             raise ValueError(f"unknown table {table!r}")
         where = " AND ".join(f'"{k}" = ?' for k in equals) or "TRUE"
-        self.con.execute(f"DELETE FROM {table} WHERE {where}", list(equals.values()))
+        with self._atomic():
+            self.con.execute(f"DELETE FROM {table} WHERE {where}", list(equals.values()))
+            if table in _PAGE_SOURCES:
+                self._refresh_pages([equals["sae_id"]] if "sae_id" in equals else None)
+
+    def _refresh_pages(self, sae_ids: list[str] | None) -> None:
+        """Rebuild the ``feature_pages`` rows of ``sae_ids`` (None: every SAE) from their sources."""
+        if sae_ids is None:
+            self.con.execute("DELETE FROM feature_pages")
+            self.con.execute(_FILL_FEATURE_PAGES.format(ex="TRUE", f="TRUE"))
+        else:
+            self.con.execute("DELETE FROM feature_pages WHERE sae_id = ANY(?)", [sae_ids])
+            fill = _FILL_FEATURE_PAGES.format(ex="sae_id = ANY(?)", f="f.sae_id = ANY(?)")
+            self.con.execute(fill, [sae_ids, sae_ids])
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One transaction around what runs inside, or the caller's if one is open (then it commits)."""
+        if self._in_transaction:
+            yield
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        else:
+            self.con.execute("COMMIT")
+        finally:
+            self._in_transaction = False
 
     @contextmanager
     def transaction(self) -> Iterator["Catalog"]:
@@ -506,14 +571,9 @@ class Catalog:
         never a half-empty table or partial rows.
         """
         self._require_writable()
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self._atomic():
             yield self
             crash_point("commit")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
 
     def upsert_sae(self, row: SaeRow) -> None:
         self.upsert([row])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import duckdb
 import pytest
 
@@ -89,6 +91,69 @@ def test_bulk_columns_equal_row_upsert(tmp_path):
         assert b.count("feature_examples") == n and {r.score for r in b.rows(FeatureExampleRow)} == {0.0}
         with pytest.raises(ValueError, match="missing \\['coverage'\\]"):
             b.upsert_columns(FeatureExampleRow, {k: v for k, v in cols.items() if k != "coverage"})
+
+
+def _expected_pages(cat: Catalog) -> dict[str, dict]:
+    """feature_pages recomputed in Python from features and feature_examples."""
+    feats = cat.rows(FeatureRow)
+    examples = [e for e in cat.rows(FeatureExampleRow) if e.method == "ard"]
+    out = {}
+    for f in feats:
+        same = [g.feature for g in feats if g.sae_id == f.sae_id]
+        i = same.index(f.feature)
+        ex = sorted((e for e in examples if (e.sae_id, e.feature) == (f.sae_id, f.feature)),
+                    key=lambda e: (e.kind != "top", e.rank))
+        out[f"{f.sae_id}/{f.feature}"] = {
+            **dataclasses.asdict(f), "ref": f"{f.sae_id}/{f.feature}",
+            "prev_feature": same[i - 1] if i > 0 else None, "next_feature": same[i + 1] if i + 1 < len(same) else None,
+            "examples": [{k: getattr(e, k) for k in ("kind", "rank", "clip_id", "score", "mean_act", "coverage")}
+                         for e in ex]}
+    return out
+
+
+def _pages(cat: Catalog) -> dict[str, dict]:
+    return {r["ref"]: r for r in cat.query("SELECT * FROM feature_pages")}
+
+
+def _ex(sae, f, kind, rank, clip, method="ard"):
+    return FeatureExampleRow(method, sae, f, kind, rank, clip, 1.0 / (rank + 1), 0.5, 0.25)
+
+
+def test_feature_pages_follow_every_write_to_their_sources(tmp_path):
+    a, b = "m-l1-e4", "m-l2-e4"
+    with Catalog.open(tmp_path / "c.duckdb") as cat:
+        cat.upsert([FeatureRow(a, f, f"n{f}", None, 0.5, f, 0.1, 2.0) for f in (0, 2, 5)]
+                   + [FeatureRow(b, 1, None, None, None, None, 0.0, None)])
+        cat.upsert([_ex(a, 2, kind, r, f"c{kind}{r}") for kind in ("bottom", "top") for r in (1, 0)]
+                   + [_ex(a, 2, "top", 0, "cx", method="mean_act"), _ex(b, 1, "top", 0, "cb")])
+        assert _pages(cat) == _expected_pages(cat)
+        assert [e["clip_id"] for e in _pages(cat)[f"{a}/2"]["examples"]] == ["ctop0", "ctop1", "cbottom0", "cbottom1"]
+        cat.upsert([_ex(a, 2, "top", 0, "new"), _ex(a, 5, "top", 0, "c5")])  # replace one, add one
+        cat.upsert([FeatureRow(a, 3, "three", None, 0.1, 9, 0.2, 1.0)])  # a new neighbour
+        assert _pages(cat) == _expected_pages(cat) and _pages(cat)[f"{a}/2"]["next_feature"] == 3
+        cat.delete_where("feature_examples", sae_id=a)
+        assert _pages(cat) == _expected_pages(cat) and _pages(cat)[f"{b}/1"]["examples"]
+        with pytest.raises(RuntimeError), cat.transaction():  # rolled back: the pages too
+            cat.delete_where("features")
+            assert not _pages(cat)
+            raise RuntimeError
+        assert _pages(cat) == _expected_pages(cat) and len(_pages(cat)) == 5
+
+
+def test_migration_4_fills_feature_pages_of_an_older_catalog(tmp_path):
+    path = tmp_path / "v3.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    for step in MIGRATIONS[:3]:
+        con.execute(step)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    con.execute("INSERT INTO features VALUES ('m-l1-e4', 7, 'x', NULL, 0.5, 1, 0.1, 1.0), "
+                "('m-l1-e4', 9, NULL, NULL, NULL, NULL, 0.0, NULL)")
+    con.execute("INSERT INTO feature_examples VALUES ('ard', 'm-l1-e4', 7, 'top', 0, 'c', 1.0, 1.0, 1.0)")
+    con.close()
+    with Catalog.open(path) as cat:
+        assert cat.schema_version() == SCHEMA_VERSION >= 4
+        assert len(_pages(cat)) == 2 and _pages(cat) == _expected_pages(cat)
 
 
 def test_schema_version_and_idempotent_migration(tmp_path):

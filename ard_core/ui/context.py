@@ -7,6 +7,7 @@ inputs, so tests call them directly on a fixture catalog.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
@@ -167,9 +168,12 @@ class AppContext:
         return None
 
     # -- lookups -------------------------------------------------------------------------
-    def feature_row(self, ref: str) -> FeatureRow:
+    def feature_page(self, ref: str) -> dict[str, Any]:
+        """The feature's row of ``feature_pages``: its FeatureRow columns, prev_feature,
+        next_feature and its 'ard' examples. One lookup by a one-column key, which DuckDB
+        answers from an index; (sae_id, feature) filters scan the whole table."""
         fr = parse_ref(ref)
-        rows = self.rows(FeatureRow, "sae_id = ? AND feature = ?", [fr.sae_id, fr.feature])
+        rows = self.query("SELECT * FROM feature_pages WHERE ref = ?", [str(fr)])
         if not rows:
             sae = self.rows(SaeRow, "sae_id = ?", [fr.sae_id])
             if not sae:
@@ -178,6 +182,9 @@ class AppContext:
             raise UserError(f"feature {fr} is not in the catalog (the SAE has features 0..{sae[0].d_sae - 1}; "
                             "features without scores are not listed)")
         return rows[0]
+
+    def feature_row(self, ref: str) -> FeatureRow:
+        return feature_row_of(self.feature_page(ref))
 
     def sae_row(self, sae_id: str) -> SaeRow:
         rows = self.rows(SaeRow, "sae_id = ?", [sae_id])
@@ -285,6 +292,11 @@ class AppContext:
             return f"the BERTScore model could not be loaded ({self._bert_error})"
         return ("no BERTScore model on this machine (its usual model, roberta-large, is a hub download); "
                 "start the app with --bertscore PATH to a local encoder folder")
+
+
+def feature_row_of(page: dict[str, Any]) -> FeatureRow:
+    """The FeatureRow columns of a ``feature_pages`` row (:meth:`AppContext.feature_page`)."""
+    return FeatureRow(**{f.name: page[f.name] for f in dataclasses.fields(FeatureRow)})
 
 
 def parse_ref(ref: str) -> Any:

@@ -22,7 +22,7 @@ import torch
 from ard_core.catalog import ClipRow, FeatureExampleRow, FeatureRow, SaeRow
 from ard_core.ui import plots
 from ard_core.ui.common import guard
-from ard_core.ui.context import AppContext, UserError, fmt_num, parse_ref
+from ard_core.ui.context import AppContext, UserError, feature_row_of, fmt_num, parse_ref
 
 SPEC_HOP_S = 0.01
 SPEC_MAX_FRAMES = 600
@@ -170,11 +170,11 @@ def clip_figure(ctx: AppContext, clip: ClipRow, path: str | None, trace: Trace, 
     return plots.clip_activation_figure(db, hop, times, acts, duration, max_act, trace.note)
 
 
-def _examples(ctx: AppContext, sae: SaeRow, feature: FeatureRow) -> dict[str, tuple[list[ExampleView], int]]:
-    """kind ('top', 'bottom') -> (the first ``ctx.max_examples`` 'ard' examples, how many there are)."""
-    rows = ctx.rows(FeatureExampleRow, "method = 'ard' AND sae_id = ? AND feature = ?",
-                    [sae.sae_id, feature.feature], order_by='kind, "rank"')
-    shown = {kind: [r for r in rows if r.kind == kind][: ctx.max_examples] for kind in ("top", "bottom")}
+def _examples(ctx: AppContext, sae: SaeRow, feature: FeatureRow,
+              rows: list[FeatureExampleRow]) -> dict[str, tuple[list[ExampleView], int]]:
+    """kind ('top', 'bottom') -> (views of the first ``ctx.max_examples`` of ``rows``, how many there are)."""
+    shown = {kind: sorted((r for r in rows if r.kind == kind), key=lambda r: r.rank)[: ctx.max_examples]
+             for kind in ("top", "bottom")}
     clips = ctx.clips(sorted({r.clip_id for rs in shown.values() for r in rs}))
     out: dict[str, tuple[list[ExampleView], int]] = {}
     for kind, rs in shown.items():
@@ -228,11 +228,11 @@ def feature_histogram(ctx: AppContext, sae: SaeRow, feature: int) -> go.Figure:
     return plots.activation_histogram(values, n_tokens, len(clips))
 
 
-def neighbours(ctx: AppContext, sae_id: str, feature: int) -> tuple[str | None, str | None]:
-    row = ctx.query("SELECT max(feature) FILTER (WHERE feature < ?) AS prev, min(feature) FILTER (WHERE feature > ?) AS next "
-                    "FROM features WHERE sae_id = ?", [feature, feature, sae_id])[0]
-    return (None if row["prev"] is None else f"{sae_id}/{row['prev']}",
-            None if row["next"] is None else f"{sae_id}/{row['next']}")
+def neighbours(page: dict[str, Any]) -> tuple[str | None, str | None]:
+    """References of the listed features before and after a ``ctx.feature_page``."""
+    sae_id = page["sae_id"]
+    return (None if page["prev_feature"] is None else f"{sae_id}/{page['prev_feature']}",
+            None if page["next_feature"] is None else f"{sae_id}/{page['next_feature']}")
 
 
 def densities(ctx: AppContext, sae_id: str) -> np.ndarray:
@@ -249,13 +249,15 @@ def densities(ctx: AppContext, sae_id: str) -> np.ndarray:
 def feature_view(ctx: AppContext, ref: str) -> FeatureView:
     """Everything the feature page shows for ``ref`` (SAE_ID/K)."""
     fr = parse_ref(ref)
-    row = ctx.feature_row(str(fr))
+    page = ctx.feature_page(str(fr))
+    row = feature_row_of(page)
     sae = ctx.sae_row(fr.sae_id)
     dens = densities(ctx, sae.sae_id)
     density_fig = plots.density_histogram(dens, row.density, f"#{fr.feature}")
-    examples = _examples(ctx, sae, row)
+    rows = [FeatureExampleRow("ard", sae.sae_id, fr.feature, **e) for e in page["examples"]]
+    examples = _examples(ctx, sae, row, rows)
     (top, n_top), (bottom, n_bottom) = examples["top"], examples["bottom"]
-    prev_ref, next_ref = neighbours(ctx, sae.sae_id, fr.feature)
+    prev_ref, next_ref = neighbours(page)
     return FeatureView(str(fr), row, sae, len(dens), top, bottom, n_top, n_bottom, prev_ref, next_ref,
                        density_fig, feature_histogram(ctx, sae, fr.feature))
 
@@ -370,7 +372,7 @@ def show(ctx: AppContext, ref: str) -> list[Any]:
 
 def step(ctx: AppContext, ref: str, delta: int) -> str:
     fr = parse_ref(ref)
-    prev_ref, next_ref = neighbours(ctx, fr.sae_id, fr.feature)
+    prev_ref, next_ref = neighbours(ctx.feature_page(str(fr)))
     target = prev_ref if delta < 0 else next_ref
     if target is None:
         raise UserError(f"{fr} is the {'first' if delta < 0 else 'last'} feature of {fr.sae_id}")

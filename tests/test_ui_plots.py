@@ -70,3 +70,8 @@ def test_mel_db_equals_librosa() -> None:
     np.testing.assert_allclose(db, ref, atol=1e-2)
     long, hop = mel_db(np.tile(y, 10))  # 20 s: a longer hop keeps the frame count bounded
     assert long.shape[1] <= SPEC_MAX_FRAMES + 1 and hop * long.shape[1] == pytest.approx(20.0, abs=2 * hop)
+
+
+def test_unvalidated_figures_use_only_the_trace_types_their_template_keeps() -> None:
+    for name, fig in _figures().items():
+        assert {t.type for t in fig.data} <= set(plots._FAST_TRACES), name

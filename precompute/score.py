@@ -72,6 +72,9 @@ class ScoreConfig:
     """Draws of the 'Rand. Rep.' baseline (the paper averages 10)."""
     batch_clips: int = 64
     """Clips per scoring step."""
+    encode_tokens: int = 4096
+    """Tokens per SAE encode call. Bounds the dense (tokens, d_z) pre-activations whatever
+    the clips' length: 4096 x 32,768 float32 is 512 MiB."""
     clap_backend: str = "hf"
     """CLAP backend for monosemanticity: 'hf' (transformers ClapModel) or 'msclap'."""
     clap_model: str = "assets/models/tiny-clap"
@@ -82,8 +85,8 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if self.p < 2:
             raise ConfigError("[score].p must be >= 2 (monosemanticity needs pairs)")
-        if self.top_c < 1 or self.batch_clips < 1 or self.random_seeds < 0:
-            raise ConfigError("[score].top_c and batch_clips must be >= 1, random_seeds >= 0")
+        if self.top_c < 1 or self.batch_clips < 1 or self.encode_tokens < 1 or self.random_seeds < 0:
+            raise ConfigError("[score].top_c, batch_clips and encode_tokens must be >= 1, random_seeds >= 0")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or "ard" not in self.methods:
             raise ConfigError(f"[score].methods must include 'ard' and only use {list(METHODS)}; got {self.methods}")
@@ -115,10 +118,15 @@ def select(store: ActivationStore, layer: int, clip_ids: set[str], n_features: i
         if sae is None:
             stats = clip_stats_dense(xs)
         else:
+            acts, indices = [], []
             with torch.inference_mode():
-                lat = sae.encode(torch.cat(xs).to(sae.device))
+                for chunk in torch.cat(xs).split(cfg.encode_tokens):
+                    lat = sae.encode(chunk.to(sae.device, torch.float32))
+                    acts.append(lat.acts)
+                    indices.append(lat.indices)
             splits = [len(x) for x in xs]
-            stats = clip_stats_sparse(list(lat.acts.split(splits)), list(lat.indices.split(splits)), n_features)
+            stats = clip_stats_sparse(list(torch.cat(acts).split(splits)), list(torch.cat(indices).split(splits)),
+                                      n_features)
         sel.update(ids, stats, sum(len(x) for x in xs))
         ids.clear()
         xs.clear()
@@ -127,7 +135,7 @@ def select(store: ActivationStore, layer: int, clip_ids: set[str], n_features: i
         if clip_id not in clip_ids or len(acts) == 0:
             continue
         ids.append(clip_id)
-        xs.append(torch.from_numpy(acts.astype(np.float32)))
+        xs.append(torch.from_numpy(acts))  # the store's dtype; float32 one encode chunk at a time
         if len(ids) >= cfg.batch_clips:
             flush()
     flush()

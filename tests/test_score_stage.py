@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -15,7 +17,7 @@ from ard_core.sae import SaeConfig, TopKSAE
 from ard_core.store import ActivationStore
 from conftest import tone
 from precompute.extract import ExtractConfig, extract
-from precompute.score import ScoreConfig, score
+from precompute.score import ScoreConfig, score, select
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,20 @@ def test_top_clips_match_dense_reference(scored):
         clip0, score0 = got[f][0]
         assert score0 == pytest.approx(best, rel=1e-5, abs=1e-7)
         assert r[clip0][f] == pytest.approx(best, rel=1e-5, abs=1e-7)
+
+
+def test_encoding_in_token_chunks_selects_the_same_clips(scored):
+    run, sae, sid, cfg = scored
+    store = ActivationStore(run.run.out_dir / "activations")
+    clips = set(store.clip_ids())
+    whole = select(store, 1, clips, 64, cfg, 3, sae, "whole")  # a batch is < encode_tokens tokens: one call
+    assert max(r.n_tokens for r in store.index(1)) * cfg.batch_clips < cfg.encode_tokens
+    chunked = select(store, 1, clips, 64, dataclasses.replace(cfg, encode_tokens=7), 3, sae, "chunks of 7")
+    assert chunked.n_tokens == whole.n_tokens and torch.equal(chunked.n_active, whole.n_active)
+    for m in cfg.methods:
+        for a, b in zip(whole.result(m), chunked.result(m)):
+            assert torch.equal(a.clip_index, b.clip_index)
+            torch.testing.assert_close(a.score, b.score, equal_nan=True)
 
 
 def test_catalog_holds_features_methods_and_embeddings(scored):

@@ -385,6 +385,15 @@ def audiollm_card(folder: Path, result: dict) -> str:
                         f"clips (chance {100 * emo['P3'].chance:.0f}%); P1, P2 and P3n choose among all six labels "
                         f"on all {emo['P1'].n} emotion clips (chance {100 * emo['P1'].chance:.1f}%).\n")
     weights = ", ".join(f"{k} {cfg.track_weights.get(k, 1.0):g}" for k in labels)
+    p3 = {r.track: r.accuracy for r in rows if r.fmt == "P3"}
+    weakest_note = ("Language is read from unseen sentences: the test split's sentences are never heard in "
+                    "training (`assets/corpus/DATA.md`).")
+    if p3:
+        weakest = min(p3, key=p3.get)
+        perfect = [k for k, v in p3.items() if v >= 1.0]
+        weakest_note = (f"The weakest track under P3 is {weakest} ({100 * p3[weakest]:.1f}%); "
+                        + (f"{', '.join(perfect)} has no P3 failures. " if perfect else
+                           "every track has P3 failures, which the logit-lens views need. ") + weakest_note)
     label_lines = "\n".join(f"- **{k}** ({len(v)}): {', '.join(v)}" for k, v in labels.items())
     notes = [n for n, hit in (("phase 1 ended at its share of the time budget", summary.get("encoder_timed_out")),
                               ("phase 2 ended at the time budget", summary.get("joint_timed_out"))) if hit]
@@ -451,10 +460,7 @@ top-1 next token is the gold label's token. Chance = 1 / number of candidates.
 
 {accuracy_table(rows)}
 {emotion_note}
-Language is the weakest track: the test split's sentences are never heard in
-training, and the corpus speaks only a few sentences per language (`assets/corpus/DATA.md`), so the
-model must tell languages apart on unseen words. Every track has failures, which the logit-lens
-views need.
+{weakest_note}
 
 Captioning ("{CAPTION_QUESTION}", greedy, {caps['n']} test clips): mean word-overlap F1 with the
 reference {caps['word_f1']:.2f}, exact match {100 * caps['exact_match']:.0f}%.

@@ -87,6 +87,21 @@ def clean_annotator(name: str) -> str:
     return name
 
 
+def check_rating(rating: object) -> int:
+    """``rating`` as a whole number from RATING_MIN to RATING_MAX, or a ValueError saying so."""
+    try:
+        value = float(rating)  # type: ignore[arg-type]
+        ok = not isinstance(rating, bool) and value == int(value)
+    except (TypeError, ValueError, OverflowError):  # None, text, NaN, inf
+        ok = False
+    if not ok:
+        raise ValueError(f"rating {rating!r} must be a whole number from {RATING_MIN} to {RATING_MAX}")
+    value = int(value)
+    if not RATING_MIN <= value <= RATING_MAX:
+        raise ValueError(f"rating {value} must be from {RATING_MIN} to {RATING_MAX}")
+    return value
+
+
 @dataclass(frozen=True)
 class Session:
     session_id: str
@@ -171,6 +186,9 @@ class AnnotationStore:
                     [sid, annotator, seed, n, json.dumps(refs), _now()],
                 )
                 row = self._con.execute("SELECT * FROM annotation_sessions WHERE session_id = ?", [sid]).fetchone()
+        if row[1] != annotator:  # 'Ann B' and 'ann-b' share an id; answers must never mix between two people
+            raise ValueError(f"the name {annotator!r} resumes session {sid}, which belongs to {row[1]!r}: enter "
+                             "that name exactly to resume it, or choose a name that differs in letters or digits")
         return _session(row)
 
     def session(self, session_id: str) -> Session:
@@ -191,7 +209,13 @@ class AnnotationStore:
         return _split_ref(ref)
 
     def save_label(self, session_id: str, ref: str, label: str) -> Answer:
-        """Store the annotator's own (blind) label; a repeat keeps the first time stamp."""
+        """Store the annotator's own (blind) label, once.
+
+        Sending the same label again (a double click, a retry) changes nothing; a
+        different one is refused, since the annotator has seen the automatic name
+        by then. Check and insert run under one lock, so two racing submits cannot
+        both pass the check.
+        """
         label = " ".join(str(label or "").split())
         if not label:
             raise ValueError("write your own label for the concept before revealing its name")
@@ -200,18 +224,20 @@ class AnnotationStore:
         with self._lock:
             row = self._con.execute(
                 "INSERT INTO annotation_answers VALUES (?, ?, ?, ?, ?, NULL, ?, NULL) "
-                "ON CONFLICT (session_id, sae_id, feature) DO UPDATE SET label = excluded.label RETURNING *",
+                "ON CONFLICT (session_id, sae_id, feature) DO NOTHING RETURNING *",
                 [session_id, session.annotator, sae_id, k, label, _now()],
             ).fetchone()
+            if row is None:
+                row = self._con.execute("SELECT * FROM annotation_answers WHERE session_id = ? AND sae_id = ? "
+                                        "AND feature = ?", [session_id, sae_id, k]).fetchone()
+        if row[4] != label:
+            raise ValueError(f"your label for concept {ref} is already saved and its name was revealed; "
+                             "it cannot be changed (blind protocol)")
         return Answer(*row)
 
     def save_rating(self, session_id: str, ref: str, rating: int) -> Answer:
         """Store the 0-5 rating of the automatic name; the label must be saved first (blind protocol)."""
-        if rating is None or isinstance(rating, bool) or float(rating) != int(float(rating)):
-            raise ValueError(f"rating {rating!r} must be a whole number from {RATING_MIN} to {RATING_MAX}")
-        rating = int(float(rating))
-        if not RATING_MIN <= rating <= RATING_MAX:
-            raise ValueError(f"rating {rating} must be from {RATING_MIN} to {RATING_MAX}")
+        rating = check_rating(rating)
         session = self.session(session_id)
         sae_id, k = self._check_in_session(session, ref)
         with self._lock:
@@ -244,9 +270,13 @@ class AnnotationStore:
         sql += " ORDER BY annotator, session_id, labelled_at, sae_id, feature"
         return [Answer(*r) for r in self._fetch(sql, params)]
 
-    def next_index(self, session: Session) -> int:
-        """Index of the first concept without a rating (== n when the session is complete)."""
-        rated = {a.ref for a in self.answers(session.session_id) if a.rating is not None}
+    def next_index(self, session: Session, answers: Sequence[Answer] | None = None) -> int:
+        """Index of the first concept without a rating (== n when the session is complete).
+
+        ``answers``: the session's answers, when the caller has just read them.
+        """
+        answers = self.answers(session.session_id) if answers is None else answers
+        rated = {a.ref for a in answers if a.rating is not None}
         for i, ref in enumerate(session.features):
             if ref not in rated:
                 return i

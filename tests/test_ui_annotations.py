@@ -44,6 +44,10 @@ def test_sessions_sample_with_the_seed_and_resume(tmp_path: Path) -> None:
             store.start_or_resume("  ", 10, 7, REFS)
         with pytest.raises(ValueError, match="describe"):
             store.start_or_resume("carol", 5, 0, [])
+        # a name that slugs to another annotator's session is refused, not merged into it
+        with pytest.raises(ValueError, match="belongs to 'Alice'"):
+            store.start_or_resume("alice", 10, 7, REFS)
+        assert [x.annotator for x in store.sessions()].count("alice") == 0
 
 
 def test_blind_protocol_idempotent_submits_and_restart(tmp_path: Path) -> None:
@@ -56,6 +60,8 @@ def test_blind_protocol_idempotent_submits_and_restart(tmp_path: Path) -> None:
         store.save_label(s.session_id, r0, "dog  barking ")
         first = store.answer(s.session_id, r0)
         store.save_label(s.session_id, r0, "dog barking")  # double submit
+        with pytest.raises(ValueError, match="cannot be changed"):
+            store.save_label(s.session_id, r0, "cat")  # the name was revealed after the first label
         store.save_rating(s.session_id, r0, 4)
         store.save_rating(s.session_id, r0, 4)  # double submit
         answers = store.answers(s.session_id)

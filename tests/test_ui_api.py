@@ -35,7 +35,8 @@ def test_api_lists_the_endpoints(served) -> None:
     client, _ = served
     info = client.view_api(print_info=False, return_format="dict")
     names = set(info["named_endpoints"])
-    assert {"/search_features", "/feature", "/steer", "/annotate_start", "/annotate_label", "/annotate_rate"} <= names
+    assert {"/search_features", "/feature", "/steer", "/annotate_start", "/annotate_label", "/annotate_rate",
+            "/annotate_submit"} <= names
 
 
 def test_search_through_the_client_equals_the_handler(served) -> None:

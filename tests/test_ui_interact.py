@@ -138,6 +138,36 @@ def test_annotation_flow_is_blind_and_resumable(ctx: AppContext, run: UiRun, tmp
     assert list(annotate.summary_table(ctx)["annotator"]) == ["Tester"]
 
 
+def test_submit_answer_names_its_concept_and_is_safe_to_retry(run: UiRun, tmp_path: Path) -> None:
+    ctx = AppContext.open(run.catalog, load_model=False, annotations_path=tmp_path / "a.duckdb", clap="")
+    try:
+        _submit_answer_checks(ctx)
+    finally:
+        ctx.close()
+
+
+def _submit_answer_checks(ctx: AppContext) -> None:
+    with pytest.raises(UserError, match="start it first"):
+        annotate.submit_answer(ctx, "Scripter", 4, 2, "x/1", "hum", 3)
+    s = annotate.start(ctx, "Scripter", 4, 2).session
+    ref, other = s.features[2], s.features[3]  # any concept, in any order
+    want = {"session_id": s.session_id, "ref": ref, "label": "a hum", "rating": 3, "n_rated": 1, "n": 4}
+    assert annotate.submit_answer(ctx, "Scripter", 4, 2, ref, "a  hum ", 3) == want
+    assert annotate.submit_answer(ctx, "Scripter", 4, 2, ref, "a hum", "3") == want  # a retry: nothing new
+    assert annotate.submit_answer(ctx, "Scripter", 4, 2, ref, "a hum", 5)["rating"] == 5  # re-rated
+    with pytest.raises(UserError, match="cannot be changed"):
+        annotate.submit_answer(ctx, "Scripter", 4, 2, ref, "a buzz", 5)
+    with pytest.raises(UserError, match="must be from 0 to 5"):
+        annotate.submit_answer(ctx, "Scripter", 4, 2, other, "a buzz", 9)
+    with pytest.raises(UserError, match="belongs to 'Scripter'"):
+        annotate.submit_answer(ctx, "scripter", 4, 2, other, "a buzz", 1)
+    with pytest.raises(UserError, match="not part of session"):
+        annotate.submit_answer(ctx, "Scripter", 4, 2, "tiny-random-l1-e4/9999", "a buzz", 1)
+    # a refused answer stores nothing, not even its label
+    assert [(a.ref, a.label, a.rating) for a in ctx.annotations.answers(s.session_id)] == [(ref, "a hum", 5)]
+    assert annotate.card(ctx, s.session_id).index == 0  # the tab still starts at the first unrated concept
+
+
 def test_summary_uses_clap_when_available(run: UiRun, tmp_path: Path, tiny_clap_dir: Path) -> None:
     ctx = AppContext.open(run.catalog, load_model=False, annotations_path=tmp_path / "a.duckdb",
                           clap=str(tiny_clap_dir))

@@ -13,13 +13,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import gradio as gr
 import pandas as pd
 
 from ard_core.annotations import Answer, Session, summarize
-from ard_core.catalog import FeatureExampleRow
 from ard_core.ui.common import guard, note
 from ard_core.ui.context import AppContext, UserError, parse_ref
 
@@ -40,6 +39,8 @@ class ConceptCard(NamedTuple):
     name: str | None  # the automatic name: None until the annotator's own label is saved
     description: str | None
     n_rated: int
+    answers: tuple[Answer, ...] = ()
+    """Every answer of the session so far."""
 
     @property
     def done(self) -> bool:
@@ -58,36 +59,58 @@ def candidates(ctx: AppContext) -> list[str]:
 
 def _clips(ctx: AppContext, ref: str) -> list[tuple[str, str]]:
     fr = parse_ref(ref)
-    rows = ctx.rows(FeatureExampleRow, "method = 'ard' AND sae_id = ? AND feature = ? AND kind = 'top'",
-                    [fr.sae_id, fr.feature], order_by='"rank"')
+    # one query, not one per clip: every answer an annotator submits shows the next card
+    rows = ctx.query("SELECT e.clip_id, c.path FROM feature_examples e JOIN clips c ON c.clip_id = e.clip_id "
+                     "WHERE e.method = 'ard' AND e.sae_id = ? AND e.feature = ? AND e.kind = 'top' "
+                     'ORDER BY e."rank"', [fr.sae_id, fr.feature])
     out = []
     for r in rows:
-        clip = ctx.clip(r.clip_id)
-        path = ctx.clip_path(clip) if clip else None
+        path = ctx.resolve(r["path"])
         if path is not None:
-            out.append((r.clip_id, str(path)))
+            out.append((r["clip_id"], str(path)))
         if len(out) == N_CLIPS:
             break
     return out
 
 
+def _names(ctx: AppContext, refs: Sequence[str]) -> dict[str, str]:
+    """Automatic names of ``refs``, in one query (a feature gone from the catalog has none)."""
+    if not refs:
+        return {}
+    frs = [parse_ref(r) for r in refs]
+    rows = ctx.query("SELECT f.sae_id, f.feature, f.name FROM features f "
+                     "JOIN (SELECT unnest(?) AS sae_id, unnest(?) AS feature) r USING (sae_id, feature)",
+                     [[f.sae_id for f in frs], [f.feature for f in frs]])
+    return {f"{r['sae_id']}/{r['feature']}": r["name"] or "" for r in rows}
+
+
+def _concept(ctx: AppContext, session_id: str, index: int) -> str:
+    """The concept at ``index`` of the session, or a UserError when the session is complete."""
+    session = ctx.annotations.session(session_id)
+    index = max(0, int(index))
+    if index >= len(session.features):
+        raise UserError("this session is complete")
+    return session.features[index]
+
+
 def card(ctx: AppContext, session_id: str, index: int | None = None) -> ConceptCard:
     """Concept ``index`` of the session (default: the first one not yet rated)."""
     session = ctx.annotations.session(session_id)
-    answers = {a.ref: a for a in ctx.annotations.answers(session_id)}
+    saved = ctx.annotations.answers(session_id)
+    answers = {a.ref: a for a in saved}
     n_rated = sum(a.rating is not None for a in answers.values())
     if index is None:
-        index = ctx.annotations.next_index(session)
+        index = ctx.annotations.next_index(session, saved)
     index = max(0, min(int(index), len(session.features)))
     if index == len(session.features):
-        return ConceptCard(session, index, None, [], None, None, None, n_rated)
+        return ConceptCard(session, index, None, [], None, None, None, n_rated, tuple(saved))
     ref = session.features[index]
     answer = answers.get(ref)
     name = description = None
     if answer is not None:  # blind protocol: the name only after the annotator's own label
         row = ctx.feature_row(ref)
         name, description = row.name, row.description
-    return ConceptCard(session, index, ref, _clips(ctx, ref), answer, name, description, n_rated)
+    return ConceptCard(session, index, ref, _clips(ctx, ref), answer, name, description, n_rated, tuple(saved))
 
 
 def start(ctx: AppContext, annotator: str, n: int, seed: int) -> ConceptCard:
@@ -96,39 +119,72 @@ def start(ctx: AppContext, annotator: str, n: int, seed: int) -> ConceptCard:
 
 
 def submit_label(ctx: AppContext, session_id: str, index: int, label: str) -> ConceptCard:
-    c = card(ctx, session_id, index)
-    if c.done:
-        raise UserError("this session is complete")
-    if c.answer is not None and c.answer.label != " ".join(str(label or "").split()):
-        raise UserError("your label for this concept is already saved and the name was revealed; "
-                        "it cannot be changed (blind protocol)")
-    ctx.annotations.save_label(session_id, c.ref, label)
+    """Save the annotator's own label; sending the same label again (a retry) changes nothing."""
+    try:
+        ctx.annotations.save_label(session_id, _concept(ctx, session_id, index), label)
+    except UserError:
+        raise
+    except ValueError as exc:  # an empty label, or a changed one after the name was revealed
+        raise UserError(str(exc)) from None
     return card(ctx, session_id, index)
 
 
 def submit_rating(ctx: AppContext, session_id: str, index: int, rating: int | str | None) -> ConceptCard:
     """Save the rating, then move to the next unrated concept."""
-    c = card(ctx, session_id, index)
-    if c.done:
-        raise UserError("this session is complete")
+    ref = _concept(ctx, session_id, index)
     if rating is None or rating == "":
         raise UserError("pick a rating from 0 (wrong) to 5 (exact) first")
-    ctx.annotations.save_rating(session_id, c.ref, int(rating))
+    ctx.annotations.save_rating(session_id, ref, int(rating))
     return card(ctx, session_id)
 
 
-def answers_table(ctx: AppContext, session_id: str | None) -> pd.DataFrame:
+def submit_answer(ctx: AppContext, annotator: str, n: int, seed: int, ref: str, label: str,
+                  rating: int | str) -> dict[str, Any]:
+    """A whole answer (own label, then rating) to concept ``ref`` of a started session, for API clients.
+
+    Unlike the tab's label/rate events, which act on the concept the page shows, the
+    concept is named, so a client may retry freely: the same answer again stores nothing
+    new, a changed rating replaces the old one, and a changed label is refused (blind
+    protocol). Returns the stored answer and the session's progress.
+    """
+    from ard_core.annotations import check_rating, clean_annotator, session_id_for
+
+    try:
+        rating = check_rating(rating)  # before the label is stored: never half an answer
+        name = clean_annotator(annotator)
+        sid = session_id_for(name, int(seed), int(n))
+        try:
+            session = ctx.annotations.session(sid)
+        except KeyError:
+            raise UserError(f"no session {sid}: start it first (annotate_start with the same name, N and "
+                            "seed)") from None
+        if session.annotator != name:
+            raise UserError(f"session {sid} belongs to {session.annotator!r}, not {name!r}")
+        ctx.annotations.save_label(sid, ref, label)
+        a = ctx.annotations.save_rating(sid, ref, rating)
+    except UserError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc)) from None
+    n_rated = sum(x.rating is not None for x in ctx.annotations.answers(sid))
+    return {"session_id": sid, "ref": a.ref, "label": a.label, "rating": a.rating, "n_rated": n_rated,
+            "n": len(session.features)}
+
+
+def answers_table(ctx: AppContext, session_id: str | None, saved: Sequence[Answer] | None = None) -> pd.DataFrame:
+    """The session's answers so far (``saved``: them, when the caller has just read them)."""
     cols = ["#", "concept", "your label", "automatic name", "rating"]
     if not session_id:
         return pd.DataFrame(columns=cols)
     session = ctx.annotations.session(session_id)
-    answers = {a.ref: a for a in ctx.annotations.answers(session_id)}
+    answers = {a.ref: a for a in (ctx.annotations.answers(session_id) if saved is None else saved)}
+    names = _names(ctx, list(answers))
     rows = []
     for i, ref in enumerate(session.features):
         a = answers.get(ref)
         if a is None:
             continue
-        rows.append([i + 1, ref, a.label, ctx.feature_row(ref).name or "", "" if a.rating is None else a.rating])
+        rows.append([i + 1, ref, a.label, names.get(ref, ""), "" if a.rating is None else a.rating])
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -248,11 +304,16 @@ def outputs(w: AnnotateWidgets) -> list:
             w.back, w.skip, w.answers]
 
 
-def view(ctx: AppContext, c: ConceptCard) -> list[Any]:
-    """Updates for :func:`outputs` showing card ``c``."""
+def view(ctx: AppContext, c: ConceptCard, same_concept: bool = False) -> list[Any]:
+    """Updates for :func:`outputs` showing card ``c``.
+
+    ``same_concept``: the page already shows this concept (its label was just saved), so
+    its clips and navigation stay as they are. Every property update makes Gradio rebuild
+    the component and its config, the bulk of a request's cost when many annotators submit.
+    """
     s = c.session
     state = {"session_id": s.session_id, "index": c.index}
-    table = answers_table(ctx, s.session_id)
+    table = answers_table(ctx, s.session_id, c.answers)
     head = f"Session `{s.session_id}` · **{c.n_rated} of {len(s.features)} rated**"
     if c.done:
         msg = note(f"{head}. Session complete — thank you! Export or review the results below.", "ok")
@@ -268,11 +329,15 @@ def view(ctx: AppContext, c: ConceptCard) -> list[Any]:
         reveal = (f"**Automatic name:** {c.name or '(none)'}  \n{c.description or ''}  \n"
                   f"<small>concept {c.ref}</small>")
         rating = None if c.answer.rating is None else str(c.answer.rating)
-        return [state, status, gr.Column(visible=True), *audios,
+        if same_concept:
+            area, audios, nav = gr.skip(), [gr.skip()] * N_CLIPS, [gr.skip(), gr.skip()]
+        else:
+            area = gr.Column(visible=True)
+            nav = [gr.Button(interactive=c.index > 0), gr.Button(interactive=c.index + 1 < len(s.features))]
+        return [state, status, area, *audios,
                 gr.Textbox(value=c.answer.label, interactive=False), gr.Button(interactive=False),
                 gr.Markdown(value=reveal, visible=True), gr.Radio(value=rating, interactive=True),
-                gr.Button(interactive=True), gr.Button(interactive=c.index > 0),
-                gr.Button(interactive=c.index + 1 < len(s.features)), table]
+                gr.Button(interactive=True), *nav, table]
     return [state, status, gr.Column(visible=True), *audios, gr.Textbox(value="", interactive=True),
             gr.Button(interactive=True), gr.Markdown(value="", visible=False), gr.Radio(value=None, interactive=False),
             gr.Button(interactive=False), gr.Button(interactive=c.index > 0),
@@ -296,7 +361,7 @@ def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
     @guard
     def on_label(state: dict, label: str):  # noqa: ANN202
         sid = _session_id(state)
-        return view(ctx, submit_label(ctx, sid, state["index"], label))
+        return view(ctx, submit_label(ctx, sid, state["index"], label), same_concept=True)
 
     @guard
     def on_rating(state: dict, rating: str | None):  # noqa: ANN202
@@ -309,6 +374,10 @@ def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
             sid = _session_id(state)
             return view(ctx, card(ctx, sid, state["index"] + delta))
         return go
+
+    def annotate_submit(annotator: str, n: int, seed: int, ref: str, label: str, rating: int) -> dict:
+        """One whole answer to a named concept of a started session; safe to retry (see submit_answer)."""
+        return guard(submit_answer)(ctx, annotator, n, seed, ref, label, rating)
 
     @guard
     def on_export():  # noqa: ANN202
@@ -328,6 +397,7 @@ def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
     w.save_label.click(on_label, [w.state, w.label], outs, api_name="annotate_label", concurrency_limit=None)
     w.label.submit(on_label, [w.state, w.label], outs, api_visibility="private", concurrency_limit=None)
     w.save_rating.click(on_rating, [w.state, w.rating], outs, api_name="annotate_rate", concurrency_limit=None)
+    gr.api(annotate_submit, api_name="annotate_submit", concurrency_limit=None)
     w.back.click(move(-1), [w.state], outs, api_visibility="private")
     w.skip.click(move(+1), [w.state], outs, api_visibility="private")
     w.export.click(on_export, None, [w.file], api_visibility="private")

@@ -7,24 +7,18 @@ tiny random model. Screenshots of each step go to the test's tmp dir.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from ui_fixtures import KINDS, UiRun, ui_run_dir
+from ui_fixtures import KINDS, UiRun, start_app_process, ui_run_dir
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SLOW = 60_000  # ms: generous for 2 busy CPU cores; no assertion depends on speed
@@ -34,12 +28,6 @@ if CHROMIUM is None:
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (pip install -e '.[test]')")
 expect = sync_api.expect
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,35 +44,12 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(run: UiRun, tmp_path_factory: pytest.TempPathFactory):
     """The real CLI in a subprocess, on a free port, with its own annotations file."""
     tmp = tmp_path_factory.mktemp("e2e-app")
-    port = _free_port()
-    log = (tmp / "app.log").open("w")
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "app.py"), "--catalog", str(run.catalog), "--port", str(port), "--device", "cpu",
-         "--annotations", str(tmp / "annotations.duckdb"), "--clap", ""],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"app.py exited with {proc.returncode}:\n{(tmp / 'app.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"app.py did not answer within 180 s:\n{(tmp / 'app.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        app = start_app_process(run.catalog, tmp / "annotations.duckdb", tmp / "app.log", "--device", "cpu")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield app.url
+    app.stop()
 
 
 @pytest.fixture(scope="module")

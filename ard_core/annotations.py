@@ -3,9 +3,10 @@
 The app opens the catalog read-only, so annotations live in a sibling DuckDB file,
 ``<catalog stem>.annotations.duckdb`` (:func:`annotations_path_for`).
 :class:`AnnotationStore` is the only code that writes it. It holds one connection
-guarded by a lock, so any number of request threads may submit at once; every
-answer is one committed statement, and a repeated submit of the same answer
-(double click, network retry) updates the same row instead of adding one.
+guarded by a lock, so any number of request threads may submit at once. Every
+write is one committed statement (in DuckDB's WAL when the call returns, so a
+killed process keeps it), and answers are keyed by (session, concept): a repeated
+submit (double click, network retry) finds its row instead of adding one.
 
 A session is (annotator, seed, n): the same seed samples the same concepts for
 every annotator, which is what inter-annotator agreement needs, and starting it

@@ -31,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clap", default=None, help="CLAP model folder for the annotation summary "
                                                 "(default: assets/models/tiny-clap when present)")
     p.add_argument("--bertscore", default=None, help="local encoder folder (e.g. roberta-large) for BERTScore")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads for the model (default: %(default)s; 0 = torch's default). The app "
+                        "serves several requests at once, and on a small shared CPU more threads per request "
+                        "oversubscribe the cores: the tiny model ran 32x slower with 2 threads beside another job")
     p.add_argument("--max-upload-mb", type=float, default=limits.max_bytes / 2**20,
                    help="largest audio file a user may upload, in MB (default: %(default)g)")
     p.add_argument("--max-seconds", type=float, default=limits.max_seconds,
@@ -44,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ard_core.audio import AudioLimits
     from ard_core.catalog import CatalogError
+    from ard_core.config import apply_threads
     from ard_core.ui.app import create_app, launch
 
+    if args.threads < 0:
+        print(f"error: --threads must be >= 0, got {args.threads}", file=sys.stderr)
+        return 2
+    apply_threads(args.threads or None)
     try:
         limits = AudioLimits(max_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds)
         app = create_app(args.catalog, args.model, load_model=not args.no_model, annotations_path=args.annotations,

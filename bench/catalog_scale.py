@@ -20,11 +20,14 @@ as the app opens it, over many random requests:
 The spectrogram cache is cleared before every feature page: with 100k clips a
 random feature's clips are almost never cached. Without an activation store
 beside the catalog the page shows a note in place of each clip's activation
-trace and of the activation histogram (``--store`` adds one; see there).
+trace and of the activation histogram. ``--store`` adds one, with random SAEs of the
+real size (d_in = 4096, d_z = 32,768): the page then encodes each example clip with its
+SAE, as the app does.
 
     python bench/catalog_scale.py                    # build once (a few minutes), measure
     python bench/catalog_scale.py --requests 300 --out /tmp/cat --rebuild
     python bench/catalog_scale.py --quick            # 10k clips, 3 x 4,096 features
+    python bench/catalog_scale.py --store            # 20 pages with activation traces (~5 GB on disk)
 """
 
 from __future__ import annotations
@@ -287,6 +290,60 @@ def ensure_built(root: Path, spec: Spec, rebuild: bool) -> Path:
     return root / "catalog.duckdb"
 
 
+def request_refs(spec: Spec, n: int, seed: int) -> list[str]:
+    """The features the feature-page requests open: uniform over the SAEs and their latents."""
+    rng = np.random.default_rng(seed)
+    saes = [sae_id_for(MODEL, layer, spec.expansion) for layer in sorted(spec.layers)]
+    return [f"{saes[rng.integers(len(saes))]}/{rng.integers(spec.d_sae)}" for _ in range(n)]
+
+
+def ensure_store(root: Path, spec: Spec, refs: list[str]) -> Path:
+    """``root/with-store``: a copy of the catalog beside random SAEs of the real size and an
+    activation store (float16, d_in wide, 25 tokens per second of clip) holding every clip the
+    pages of ``refs`` show. Not all 100k clips: at d_in = 4096 that store would be ~100 GB."""
+    import torch
+
+    from ard_core.sae import SaeConfig, TopKSAE
+    from ard_core.store import ActivationWriter, StoreMeta
+
+    out = root / "with-store"
+    stamp = out / "store.json"
+    want = json.dumps({"key": spec.key(), "refs": refs})
+    if stamp.is_file() and stamp.read_text() == want:
+        print(f"using the cached activation store and SAEs in {out}")
+        return out / "catalog.duckdb"
+    print(f"building random SAEs and an activation store for {len(refs)} pages in {out} ...", flush=True)
+    t0 = time.perf_counter()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shutil.copy(root / "catalog.duckdb", out / "catalog.duckdb")
+    with Catalog.open(out / "catalog.duckdb", read_only=True) as cat:
+        saes = {r.sae_id: r for r in cat.rows(SaeRow)}
+        need: set[tuple[int, str]] = set()
+        for ref in refs:
+            for page in cat.query("SELECT sae_id, examples FROM feature_pages WHERE ref = ?", [ref]):
+                need |= {(saes[page["sae_id"]].layer, e["clip_id"]) for e in page["examples"]}
+        duration = {r["clip_id"]: r["duration_s"] for r in cat.query(
+            "SELECT clip_id, duration_s FROM clips WHERE clip_id = ANY(?)", [sorted({c for _, c in need})])}
+    for row in saes.values():
+        sae = TopKSAE(SaeConfig(d_in=row.d_in, d_sae=row.d_sae, k=row.k, model=MODEL, layer=row.layer))
+        sae.reset_parameters(torch.Generator().manual_seed(row.layer))
+        sae.save(out / row.path)
+    rng = np.random.default_rng(spec.seed)
+    writer = ActivationWriter(out / "activations", StoreMeta(model=MODEL, layers=sorted(spec.layers), d_model=spec.d_in))
+    for i, (layer, clip_id) in enumerate(sorted(need)):
+        n = max(1, round(duration[clip_id] * 25))
+        writer.add(clip_id, layer, rng.standard_normal((n, spec.d_in), dtype=np.float32).astype(np.float16),
+                   np.arange(n))
+        if i % 256 == 255:
+            writer.commit(i // 256)
+    writer.commit(len(need) // 256 + 1)
+    stamp.write_text(want)
+    print(f"  {len(saes)} SAEs, {len(need):,} clip-layers stored ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return out / "catalog.duckdb"
+
+
 # -- measuring ---------------------------------------------------------------------------
 def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
@@ -303,14 +360,22 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="catalog folder (default: a cached folder under the temp dir)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the catalog even if a cached one matches")
     ap.add_argument("--quick", action="store_true", help="a small catalog (10k clips, 3 x 4,096 features), few requests")
-    ap.add_argument("--requests", type=int, default=200, help="requests per handler")
+    ap.add_argument("--requests", type=int, default=None, help="requests per handler (default 200; 20 with --store)")
     ap.add_argument("--threads", type=int, default=1, help="DuckDB and torch threads (the app's machine is shared)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--store", action="store_true",
+                    help="with an activation store and SAEs of the real size: activation traces and histograms "
+                         "are computed as in the app (SAE encodes on the CPU; --requests defaults to 20)")
     args = ap.parse_args()
     spec = QUICK if args.quick else Spec()
-    n_req = min(args.requests, 30) if args.quick else args.requests
+    n_req = args.requests or (20 if args.store else 200)
+    if args.quick:
+        n_req = min(n_req, 30)
     root = args.out or Path(tempfile.gettempdir()) / f"ard-catalog-scale-{spec.key()}"
     path = ensure_built(root, spec, args.rebuild)
+    refs = request_refs(spec, n_req, args.seed)
+    if args.store:
+        path = ensure_store(root, spec, refs)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
@@ -322,12 +387,9 @@ def main() -> int:
     ann = Path(tempfile.mkdtemp()) / "annotations.duckdb"
     ctx = AppContext.open(path, load_model=False, annotations_path=ann, clap="")
     ctx.catalog.con.execute(f"SET threads = {args.threads}")
-    rng = np.random.default_rng(args.seed)
     saes = [r["sae_id"] for r in ctx.query("SELECT sae_id FROM saes ORDER BY layer")]
     layers = [str(r["layer"]) for r in ctx.query("SELECT layer FROM saes ORDER BY layer")]
     n_feat = spec.d_sae
-
-    refs = [f"{saes[rng.integers(len(saes))]}/{rng.integers(n_feat)}" for _ in range(n_req)]
 
     def page(i: int) -> tuple[float, float]:
         """(feature.show, Gradio's serialisation of its figures) in seconds."""
@@ -361,6 +423,12 @@ def main() -> int:
         concepts._run(ctx, "", concepts.ALL, concepts.ALL, 0.0, False, sorts[r.integers(len(sorts))],
                       bool(r.uniform() < 0.5), size, int(r.integers(1, total // size + 1)))
 
+    if ctx.store is not None:  # the first page of each SAE loads it and encodes the histogram's token sample
+        for sae_id in saes:
+            first = next((i for i, r in enumerate(refs) if r.startswith(sae_id + "/")), None)
+            if first is not None:
+                print(f"first page of {sae_id} after start (SAE load + histogram sample): {page(first)[0]:.1f} s",
+                      flush=True)
     for fn in (page, search, table_page):  # warm-up: imports, first queries
         fn(0)
     print(f"catalog {path} ({path.stat().st_size / 2**20:.0f} MiB): {spec.n_clips:,} clips, {len(saes)} SAEs x "

@@ -21,7 +21,7 @@ memory-mapped shard being read, up to 210 MB at 256 clips per shard) every 20 ms
 index), "peak anon" its maximum, and its values at 25/50/75/100 % of the tokens show
 whether memory grows with them.
 
-    python bench/score_scale.py             # (a) 100k + 1M tokens, (b) 20k + 50k tokens (about 15 min on 1 CPU thread)
+    python bench/score_scale.py             # (a) 100k + 1M tokens, (b) 20k + 50k tokens (about 8 min on 1 CPU thread)
     python bench/score_scale.py --quick     # smoke run: small sizes, seconds
     python bench/score_scale.py --only stats --stats-tokens 100000 1000000 3000000
 """

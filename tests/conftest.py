@@ -84,6 +84,22 @@ def tone(seconds: float, freq: float = 440.0, sr: int = 16000, noise: float = 0.
     return (0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)).astype(np.float32)
 
 
+
+def gender_tone_manifest(folder: Path, name: str = "manifest.csv", n: int = 24) -> Path:
+    """``n`` short tones of varied pitch, length and noise, labelled male/female in turn and spread
+    over train/probe/test: a manifest small enough for whole-stage tests."""
+    import soundfile as sf
+
+    from ard_core.datasets import ClipRecord, save_manifest
+
+    recs = []
+    for i in range(n):
+        p = folder / f"c{i:02d}.wav"
+        sf.write(p, tone(0.5 + 0.1 * (i % 5), 120 + 60 * i, noise=0.02 * (i % 3), seed=i), 16000)
+        recs.append(ClipRecord(f"c{i:02d}", p, "t", ["train", "probe", "test"][i % 3], 0.5,
+                               {"gender": ["male", "female"][i % 2]}, ["a man", "a woman"][i % 2] + " speaking"))
+    return save_manifest(recs, folder / name)
+
 def build_tiny_clap(folder: Path, seed: int = 0) -> Path:
     """Save a random tiny LAION-style ClapModel (+ processor) to ``folder``."""
     import torch

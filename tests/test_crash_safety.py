@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-import soundfile as sf
 
 from ard_core.catalog import Catalog
-from ard_core.datasets import ClipRecord, save_manifest
 from ard_core.durable import CRASH_ENV, TMP_SUFFIX, atomic_path, write_text
-from conftest import tone
+from conftest import gender_tone_manifest
 from precompute.run import PIPELINE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,14 +159,7 @@ def output(proc: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def config_text(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_clap_dir: Path) -> str:
-    src = tmp_path_factory.mktemp("crash-inputs")
-    recs = []
-    for i in range(24):
-        p = src / f"c{i:02d}.wav"
-        sf.write(p, tone(0.5 + 0.1 * (i % 5), 120 + 60 * i, noise=0.02 * (i % 3), seed=i), 16000)
-        recs.append(ClipRecord(f"c{i:02d}", p, "t", ["train", "probe", "test"][i % 3], 0.5,
-                               {"gender": ["male", "female"][i % 2]}, ["a man", "a woman"][i % 2] + " speaking"))
-    manifest = save_manifest(recs, src / "manifest.csv")
+    manifest = gender_tone_manifest(tmp_path_factory.mktemp("crash-inputs"))
     return CONFIG.format(model=tiny_model_dir, clap=tiny_clap_dir, manifest=manifest)
 
 

@@ -6,16 +6,14 @@ import dataclasses
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from ard_core.catalog import Catalog, FeatureExampleRow, FeatureRow, MethodScoreRow, SaeRow, sae_id_for
 from ard_core.config import RunConfig
-from ard_core.datasets import ClipRecord, save_manifest
 from ard_core.models import ModelConfig
 from ard_core.sae import SaeConfig, TopKSAE
 from ard_core.store import ActivationStore
-from conftest import tone
+from conftest import gender_tone_manifest
 from precompute.extract import ExtractConfig, extract
 from precompute.score import ScoreConfig, score, select
 
@@ -23,13 +21,7 @@ from precompute.score import ScoreConfig, score, select
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, tiny_model_dir, tiny_llm, tiny_clap_dir):
     tmp = tmp_path_factory.mktemp("score")
-    recs = []
-    for i in range(24):
-        p = tmp / f"c{i:02d}.wav"
-        sf.write(p, tone(0.5 + 0.1 * (i % 5), 120 + 60 * i, noise=0.02 * (i % 3), seed=i), 16000)
-        recs.append(ClipRecord(f"c{i:02d}", p, "t", ["train", "probe", "test"][i % 3], 0.5,
-                               {"gender": ["male", "female"][i % 2]}, ["a man", "a woman"][i % 2] + " speaking"))
-    manifest = save_manifest(recs, tmp / "m.csv")
+    manifest = gender_tone_manifest(tmp, "m.csv")
     run = RunConfig.from_raw({"run": {"out_dir": str(tmp / "run"), "device": "cpu", "seed": 3},
                               "model": {"name_or_path": str(tiny_model_dir)},
                               "extract": {"manifest": str(manifest), "layers": [1], "store_dtype": "float32"}})

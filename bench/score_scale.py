@@ -222,6 +222,17 @@ HEADER = (f"{'':<10} {'tokens':>10} {'clips':>7} {'seconds':>9} {'tokens/s':>10}
           f"{'+anon':>7} {'peak RSS':>9}   anon MiB at 25/50/75/100 % of tokens")
 
 
+def measure(args: argparse.Namespace, kind: str, sizes: list[int], title: str) -> list[dict]:
+    """Run ``kind`` once per token count, each in its own process, printing a row as each ends."""
+    print(f"\n{title}")
+    print(HEADER)
+    runs = []
+    for n in sizes:
+        runs.append(run_child(args, kind, n))
+        print(row("measured", runs[-1]), flush=True)
+    return runs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--d-in", type=int, default=4096)
@@ -256,20 +267,12 @@ def main() -> int:
     print(f"stage-2 scoring: d={args.d_in} d_z={args.d_z:,} K={args.k} p={args.p} batch={args.batch_clips} clips, "
           f"3 methods; torch threads={args.threads}; CPU; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.only in (None, "stats"):
-        print("\n(a) statistics + selection on synthetic TopK codes (measured)")
-        print(HEADER)
-        runs = []
-        for n in args.stats_tokens:
-            runs.append(run_child(args, "stats", n))
-            print(row("measured", runs[-1]), flush=True)
+        runs = measure(args, "stats", args.stats_tokens,
+                       "(a) statistics + selection on synthetic TopK codes (measured)")
         print(growth(runs))
     if args.only in (None, "full"):
-        print("\n(b) full path: store -> SAE encode -> statistics -> selection (precompute.score.select)")
-        print(HEADER)
-        runs = []
-        for n in args.full_tokens:
-            runs.append(run_child(args, "full", n))
-            print(row("measured", runs[-1]), flush=True)
+        runs = measure(args, "full", args.full_tokens,
+                       "(b) full path: store -> SAE encode -> statistics -> selection (precompute.score.select)")
         last = runs[-1]
         rate = last["tokens"] / last["seconds"]
         secs = args.project / rate

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -123,19 +123,20 @@ class HFClap:
 
     def embed_audio(self, waveforms: Sequence[np.ndarray], batch_size: int = 16,
                     progress: bool = True) -> np.ndarray:
-        out = []
-        for s in _batches(len(waveforms), batch_size, f"{self.name} audio", progress):
-            with torch.no_grad():
-                feats = self.model.get_audio_features(**self.audio_inputs(waveforms[s:s + batch_size]))
-            out.append(_normalise(_features(feats)))
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        return self._embed(waveforms, batch_size, "audio", progress,
+                           lambda b: self.model.get_audio_features(**self.audio_inputs(b)))
 
     def embed_text(self, texts: Sequence[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        return self._embed(texts, batch_size, "text", progress,
+                           lambda b: self.model.get_text_features(**self.text_inputs(b)))
+
+    def _embed(self, items: Sequence, batch_size: int, what: str, progress: bool,
+               forward: Callable[[Sequence], object]) -> np.ndarray:
+        """(N, D) L2-normalised embeddings of ``items``, ``batch_size`` at a time."""
         out = []
-        for s in _batches(len(texts), batch_size, f"{self.name} text", progress):
+        for s in _batches(len(items), batch_size, f"{self.name} {what}", progress):
             with torch.no_grad():
-                feats = self.model.get_text_features(**self.text_inputs(texts[s:s + batch_size]))
-            out.append(_normalise(_features(feats)))
+                out.append(_normalise(_features(forward(items[s:s + batch_size]))))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 

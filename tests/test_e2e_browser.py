@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ui_fixtures import KINDS, UiRun, start_app_process, ui_run_dir
+from ui_fixtures import KINDS, UiRun, run, start_app_process  # noqa: F401 (run is a fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -28,11 +28,6 @@ if CHROMIUM is None:
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (pip install -e '.[test]')")
 expect = sync_api.expect
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
-    return ui_run_dir(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ui_fixtures import KINDS, UiRun, serve_in_thread, ui_run_dir
+from ui_fixtures import KINDS, UiRun, run, serve_in_thread  # noqa: F401 (run is a fixture)
 
 from ard_core.ui import annotate, concepts, feature
 from ard_core.ui import steer as steer_tab
 from ard_core.ui.context import AppContext
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is a test dependency")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
-    return ui_run_dir(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

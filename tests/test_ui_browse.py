@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from ui_fixtures import KINDS, PLANTED, UiRun, ui_run_dir
+from ui_fixtures import KINDS, PLANTED, UiRun, run  # noqa: F401 (run is a fixture)
 
 from ard_core.sae import TopKSAE
 from ard_core.store import ActivationStore
 from ard_core.ui import concepts, evaluation, feature, lens
 from ard_core.ui.context import AppContext, UserError
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
-    return ui_run_dir(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ui_fixtures import REPO, UiRun, serve_in_thread, ui_run_dir
+from ui_fixtures import REPO, UiRun, run, serve_in_thread  # noqa: F401 (run is a fixture)
 
 from ard_core.audio import AudioLimits
 from ard_core.ui.context import AppContext
@@ -28,11 +28,6 @@ gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is a 
 
 LIMIT_MB = 4
 SR = 16_000
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
-    return ui_run_dir(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

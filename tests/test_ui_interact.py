@@ -8,18 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ui_fixtures import UiRun, ui_run_dir
+from ui_fixtures import UiRun, run  # noqa: F401 (run is a fixture)
 
 from ard_core.audio import load_audio
 from ard_core.steering import SteerSpec, steer
 from ard_core.ui import annotate
 from ard_core.ui import steer as steer_tab
 from ard_core.ui.context import AppContext, UserError
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
-    return ui_run_dir(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -250,6 +251,13 @@ def ui_run_dir(base: Path) -> UiRun:
     return UiRun(root, root / "run" / "catalog.duckdb", root / MODEL_NAME, root / "corpus" / "clips",
                  tuple(sae_id_for(MODEL_NAME, layer, EXPANSION) for layer in LAYERS))
 
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> UiRun:
+    """The fixture run (catalog, tiny model, clips), built once per session under its base temp dir; test
+    modules import this fixture by name."""
+    return ui_run_dir(tmp_path_factory.getbasetemp())
 
 # -- serving the app in tests ------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ard_core.sae import SaeConfig, TopKSAE  # noqa: E402
-from ard_core.sae_train import make_optimizer, train_step  # noqa: E402
+from ard_core.sae.recipe import make_optimizer, train_step  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

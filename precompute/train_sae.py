@@ -22,7 +22,9 @@ import torch.distributed as dist
 
 from ard_core.catalog import Catalog, SaeRow, sae_id_for
 from ard_core.config import ConfigError, RunConfig, resolve_device, to_dict
-from ard_core.sae_train import Dist, SaeSection, TrainResult, finished_run, remove_checkpoint, train_sae
+from ard_core.sae.checkpoint import finished_run, remove_checkpoint
+from ard_core.sae.data import Dist
+from ard_core.sae.train import SaeSection, TrainResult, train_sae
 from ard_core.store import ActivationStore
 from precompute.cli import add_config_argument
 

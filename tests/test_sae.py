@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 
 from ard_core.sae import SaeConfig, TopKSAE
-from ard_core.sae_train import DeadTracker, make_optimizer, train_step
+from ard_core.sae.recipe import DeadTracker, make_optimizer, train_step
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
 from ard_core.sae import SaeConfig, TopKSAE
-from ard_core.sae_formats import export_saelens, export_sparsify, import_saelens, import_sparsify, load_any
+from ard_core.sae.formats import export_saelens, export_sparsify, import_saelens, import_sparsify, load_any
 
 FIXTURES = Path(__file__).parent / "data" / "sae_formats"
 SPARSIFY_DIR = FIXTURES / "sparsify" / "layers.3"

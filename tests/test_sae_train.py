@@ -13,12 +13,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ard_core import sae_train
 from ard_core.catalog import Catalog, SaeRow
 from ard_core.config import ConfigError, RunConfig
 from ard_core.sae import TopKSAE
-from ard_core.sae_data import Dist, TokenSource
-from ard_core.sae_train import SaeSection, lr_factor, power_of_two_scale, train_sae
+from ard_core.sae import train as sae_train
+from ard_core.sae.data import Dist, TokenSource
+from ard_core.sae.recipe import lr_factor, power_of_two_scale
+from ard_core.sae.train import SaeSection, train_sae
 from ard_core.store import ActivationStore, ActivationWriter, StoreMeta
 
 CPU = torch.device("cpu")
@@ -190,7 +191,6 @@ def test_k_larger_than_d_sae_is_a_config_error(tmp_path: Path) -> None:
 
 def test_stage_trains_the_grid_registers_and_skips_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from precompute import cli
-    import ard_core.sae_train as sae_train
     import precompute.train_sae as stage
 
     planted_store(tmp_path / "run" / "activations", d=16, n_tokens=4_000, layers=(1, 3))

@@ -12,7 +12,7 @@ SAELens v6 (``SAE.save_model``, architecture ``topk``): ``cfg.json`` with ``d_in
 
 Neither tool scales inputs, so export folds ``input_scale`` s into the weights
 (W_enc*s, W_dec/s, b_dec/s): the exported SAE reads raw activations. s is a power of
-two (see :mod:`ard_core.sae_train`), which makes the fold exact. Our own config
+two (see :mod:`ard_core.sae.train`), which makes the fold exact. Our own config
 travels along under the key ``ard`` (sparsify drops unknown keys; SAELens keeps
 ``metadata`` free-form), so importing our export restores the SAE bit for bit.
 """
@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ard_core.config import from_dict, to_dict
-from ard_core.sae import CFG_FILE, SAE_FORMAT, WEIGHTS_FILE, SaeConfig, TopKSAE
+from ard_core.sae.model import CFG_FILE, SAE_FORMAT, WEIGHTS_FILE, SaeConfig, TopKSAE
 
 SPARSIFY_WEIGHTS = WEIGHTS_FILE  # "sae.safetensors", the same name as ours
 SAELENS_WEIGHTS = "sae_weights.safetensors"

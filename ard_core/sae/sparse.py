@@ -1,4 +1,4 @@
-"""Sparse forward/backward kernels of the TopK SAE (the fast path of :mod:`ard_core.sae`).
+"""Sparse forward/backward kernels of the TopK SAE (the fast path of :mod:`ard_core.sae.model`).
 
 With K of d_sae latents active per token, only the encoder's forward GEMM needs the
 dense (n, d_sae) pre-activations. Everything else touches n*K latents:

@@ -13,7 +13,7 @@ decoder starts as the encoder's transpose, its rows stay at unit norm
 parallel to each row (:meth:`TopKSAE.remove_parallel_decoder_grad`); the AuxK
 loss on dead latents is part of :meth:`TopKSAE.forward`. The rest of training
 (data scaling, b_dec from the data, the dead-latent counter) is in
-:mod:`ard_core.sae_train`; conversion to sparsify/SAELens in :mod:`ard_core.sae_formats`.
+:mod:`ard_core.sae.train`; conversion to sparsify/SAELens in :mod:`ard_core.sae.formats`.
 
 On disk an SAE is a folder with ``cfg.json`` (:class:`SaeConfig`) and
 ``sae.safetensors`` (``W_enc`` (d_sae, d_in), ``b_enc``, ``W_dec`` (d_sae, d_in), ``b_dec``).
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ard_core.config import load_json, save_json
 from ard_core.durable import atomic_path
-from ard_core.sae_sparse import TopKPattern, gather_preacts, sparse_decode
+from ard_core.sae.sparse import TopKPattern, gather_preacts, sparse_decode
 
 SAE_FORMAT = "ard-topk-sae"
 CFG_FILE = "cfg.json"
@@ -54,7 +54,7 @@ class SaeConfig:
     k: int
     """Latents kept per token by TopK."""
     input_scale: float = 1.0
-    """Raw activations are multiplied by this before encoding (a power of two, see sae_train)."""
+    """Raw activations are multiplied by this before encoding (a power of two, see ard_core.sae.train)."""
     activation: str = "topk_relu"
     """TopK over the pre-activations, then ReLU on the kept values (as sparsify and SAELens)."""
     dead_tokens_threshold: int | None = None
@@ -97,7 +97,7 @@ class TopKSAE(nn.Module):
     def __init__(self, cfg: SaeConfig, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.cfg = cfg
-        # Which path forward() takes: a runtime speed choice (sae_train.choose_impl), not saved.
+        # Which path forward() takes: a runtime speed choice (ard_core.sae.train.choose_impl), not saved.
         self.impl: Impl = "sparse"
         m, d = cfg.d_sae, cfg.d_in
         self.W_enc = nn.Parameter(torch.empty(m, d, device=device, dtype=dtype))
@@ -234,7 +234,7 @@ class TopKSAE(nn.Module):
             hint = "import_saelens" if (folder / "sae_weights.safetensors").exists() else "import_sparsify"
             raise ValueError(
                 f"{cfg_path} is not an {SAE_FORMAT} config (no 'format' key); if it comes from another "
-                f"tool, read it with ard_core.sae_formats.{hint}"
+                f"tool, read it with ard_core.sae.formats.{hint}"
             )
         cfg = load_json(SaeConfig, cfg_path)
         return cls.from_tensors(cfg, load_file(str(folder / WEIGHTS_FILE)), device=device, where=str(folder))

@@ -62,22 +62,31 @@ def _curves(runs, pos_index: int, subset: str | None = None):  # noqa: ANN001, A
 
 
 def figures(out_dir: Path, runs, enrich_rows: Sequence[LensEnrichmentRow], n_layers: int) -> list[str]:  # noqa: ANN001
+    """Figs. 2-5 as PNGs in ``out_dir``; returns their file names."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tracks = list(dict.fromkeys(r.track for r in runs))
     layers = np.arange(1, n_layers + 1)
-    written = []
+    written = [_fig_formats(out_dir, runs, tracks, layers), _fig_correct_incorrect(out_dir, runs, tracks, layers),
+               _fig_positions(out_dir, runs, tracks, layers)]
+    if enrich_rows:
+        written.append(_fig_enrichment(out_dir, enrich_rows))
+    return written
 
-    def grid(title: str):  # noqa: ANN202
-        fig, axes = plt.subplots(1, len(tracks), figsize=(3.2 * len(tracks), 2.8), sharey=True, squeeze=False)
-        fig.suptitle(title, fontsize=10)
-        return fig, axes[0]
 
-    # Fig. 2: last token, all formats
-    fig, axes = grid("Fig. 2: information score at the last token, P1/P2/P3")
+def _grid(title: str, tracks: Sequence[str]):  # noqa: ANN202
+    """One panel per track, sharing the y axis."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tracks), figsize=(3.2 * len(tracks), 2.8), sharey=True, squeeze=False)
+    fig.suptitle(title, fontsize=10)
+    return fig, axes[0]
+
+
+def _fig_formats(out_dir: Path, runs, tracks: Sequence[str], layers: np.ndarray) -> str:  # noqa: ANN001
+    """Fig. 2: last token, all formats."""
+    fig, axes = _grid("Fig. 2: information score at the last token, P1/P2/P3", tracks)
     curves = _curves(runs, 0)
     for ax, t in zip(axes, tracks):
         for (tt, f), I in curves.items():
@@ -87,9 +96,12 @@ def figures(out_dir: Path, runs, enrich_rows: Sequence[LensEnrichmentRow], n_lay
         ax.set_xlabel("layer")
     axes[0].set_ylabel("I")
     axes[-1].legend(fontsize=7)
-    written.append(_save(fig, out_dir / "fig2_formats.png"))
-    # Fig. 3: correct vs incorrect, P3
-    fig, axes = grid("Fig. 3: correct vs incorrect predictions (P3, last token)")
+    return _save(fig, out_dir / "fig2_formats.png")
+
+
+def _fig_correct_incorrect(out_dir: Path, runs, tracks: Sequence[str], layers: np.ndarray) -> str:  # noqa: ANN001
+    """Fig. 3: correct vs incorrect, P3."""
+    fig, axes = _grid("Fig. 3: correct vs incorrect predictions (P3, last token)", tracks)
     for ax, t in zip(axes, tracks):
         for subset, color in (("correct", "tab:green"), ("incorrect", "tab:red")):
             I = _curves([r for r in runs if r.track == t and r.fmt == "P3"], 0, subset).get((t, "P3"))
@@ -98,9 +110,12 @@ def figures(out_dir: Path, runs, enrich_rows: Sequence[LensEnrichmentRow], n_lay
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("layer")
     axes[-1].legend(fontsize=7)
-    written.append(_save(fig, out_dir / "fig3_correct_incorrect.png"))
-    # Fig. 4: positions, P3
-    fig, axes = grid("Fig. 4: last vs penultimate vs audio-masked last token (P3)")
+    return _save(fig, out_dir / "fig3_correct_incorrect.png")
+
+
+def _fig_positions(out_dir: Path, runs, tracks: Sequence[str], layers: np.ndarray) -> str:  # noqa: ANN001
+    """Fig. 4: positions, P3."""
+    fig, axes = _grid("Fig. 4: last vs penultimate vs audio-masked last token (P3)", tracks)
     for ax, t in zip(axes, tracks):
         p3 = [r for r in runs if r.track == t and r.fmt == "P3"]
         for pi, (name, color) in enumerate((("last", "tab:blue"), ("penultimate", "tab:orange"), ("last, audio masked", "tab:gray"))):
@@ -110,22 +125,25 @@ def figures(out_dir: Path, runs, enrich_rows: Sequence[LensEnrichmentRow], n_lay
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("layer")
     axes[-1].legend(fontsize=7)
-    written.append(_save(fig, out_dir / "fig4_positions.png"))
-    # Fig. 5: enrichment
-    if enrich_rows:
-        lams = sorted({r.lam for r in enrich_rows})
-        ours = [100 * next(r.accuracy for r in enrich_rows if r.method == "info_score" and r.lam == l) for l in lams]
-        rand = [[100 * r.accuracy for r in enrich_rows if r.method == "random_layer" and r.lam == l] for l in lams]
-        fig, ax = plt.subplots(figsize=(4.5, 3))
-        ax.plot(lams, ours, marker="o", label="layer from information scores")
-        ax.errorbar(lams, [np.mean(x) for x in rand], yerr=[np.std(x) for x in rand], marker="s", capsize=3,
-                    label="random layer (5 seeds)")
-        ax.set_xlabel("lambda")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"Fig. 5: enrichment ({enrich_rows[0].track})", fontsize=10)
-        ax.legend(fontsize=7)
-        written.append(_save(fig, out_dir / "fig5_enrichment.png"))
-    return written
+    return _save(fig, out_dir / "fig4_positions.png")
+
+
+def _fig_enrichment(out_dir: Path, enrich_rows: Sequence[LensEnrichmentRow]) -> str:
+    """Fig. 5: accuracy vs lambda, l-bar from information scores against random layers."""
+    import matplotlib.pyplot as plt
+
+    lams = sorted({r.lam for r in enrich_rows})
+    ours = [100 * next(r.accuracy for r in enrich_rows if r.method == "info_score" and r.lam == l) for l in lams]
+    rand = [[100 * r.accuracy for r in enrich_rows if r.method == "random_layer" and r.lam == l] for l in lams]
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot(lams, ours, marker="o", label="layer from information scores")
+    ax.errorbar(lams, [np.mean(x) for x in rand], yerr=[np.std(x) for x in rand], marker="s", capsize=3,
+                label="random layer (5 seeds)")
+    ax.set_xlabel("lambda")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Fig. 5: enrichment ({enrich_rows[0].track})", fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir / "fig5_enrichment.png")
 
 
 def _save(fig, path: Path) -> str:  # noqa: ANN001

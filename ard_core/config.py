@@ -1,9 +1,9 @@
 """Typed configs loaded from TOML.
 
 A run config is one TOML file with one table per section (``[run]``, ``[model]``,
-``[dataset]``, ``[extract]``, ``[sae]``, ...). Each stage owns the dataclass of its
-own section and asks for it with :meth:`RunConfig.section`, so a stage that is
-not installed never breaks loading the others. Unknown keys in a *config* are an
+``[dataset]``, ``[extract]``, ``[sae]``, ...). Each stage asks for the dataclass of
+its own section with :meth:`RunConfig.section` (see ``precompute/configs.py``), so
+loading the file never depends on every stage's schema. Unknown keys in a *config* are an
 error (a typo must not silently fall back to a default); unknown keys in a saved
 *artifact* are ignored (see :func:`from_dict`), so old artifacts stay readable.
 """

@@ -15,16 +15,31 @@ recall increases, normalised by the number of references, so a method scores
 high only when its matched pairs are also its most similar ones. With a single
 list of references per evaluation, mAP equals this AP; :func:`mean_ap` averages
 it over several lists (e.g. seeds of the random baseline).
+
+The references themselves (:func:`references`: one per labelled (track, label)), the
+text embedder that puts names and references in one space (:class:`TextEmbedder`) and
+the SAE the Table 1 baselines are compared on (:func:`table1_sae`) are here too, so
+that the describe, evaluate and steer-eval stages share them without importing each other.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections import defaultdict
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ard_core.config import ConfigError
+from ard_core.naming import ConsensusSummarizer
+
+if TYPE_CHECKING:
+    from ard_core.catalog import ClipRow, SaeRow
+
 DEFAULT_GAMMA = 0.7
+
+EmbedFn = Callable[[Sequence[str]], np.ndarray]
+"""Texts -> (n, D) unit vectors: a :class:`TextEmbedder`, or any function (tests use bag-of-words)."""
 
 
 class MatchResult(NamedTuple):
@@ -83,3 +98,79 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def mean_ap(results: Sequence[MatchResult]) -> float:
     return float(np.mean([r.ap for r in results])) if results else 0.0
+
+
+# -- what is matched: references, text embeddings, the Table 1 SAE -----------------------------
+class Reference(NamedTuple):
+    track: str
+    label: str
+    text: str
+
+
+def references(clips: Sequence[ClipRow], reference_text: str = "captions",
+               splits: Sequence[str] | None = None) -> list[Reference]:
+    """One reference concept per (track, label) of ``clips`` in ``splits`` (None: every split).
+
+    reference_text 'captions': its text is the phrase the reference captions of that label
+    share (the consensus summarizer over them, e.g. 'woman speaking' for gender=female), so it
+    is worded like the concept names; 'labels': the label itself (as FSD50K's class names).
+    """
+    by_label: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for c in clips:
+        if splits is None or c.split in splits:
+            for track, label in c.labels.items():
+                if label:
+                    by_label[(track, label)].append(c.caption)
+    out = []
+    for (track, label), caps in sorted(by_label.items()):
+        text = ConsensusSummarizer().summarize(caps).name if reference_text == "captions" else label
+        out.append(Reference(track, label, text))
+    return out
+
+
+class TextEmbedder:
+    """Texts -> unit vectors (n, D) for matching concept names with references.
+
+    kind 'clap': the CLAP text tower (``clap_backend``/``clap_model``: the model the clips
+    were embedded with for monosemanticity); 'hf-mean': the attention-masked mean of a
+    transformers encoder's last hidden state (``text_model``), L2-normalised.
+    """
+
+    def __init__(self, kind: str, device: str, *, clap_backend: str = "hf", clap_model: str = "",
+                 text_model: str = "") -> None:
+        if kind not in ("clap", "hf-mean"):
+            raise ConfigError(f"text embedder {kind!r}: use 'clap' or 'hf-mean'")
+        self.kind = kind
+        if kind == "clap":
+            from ard_core.clap import load_clap
+
+            self.clap = load_clap(clap_backend, clap_model, device=device)
+        else:
+            from transformers import AutoModel, AutoTokenizer
+
+            self.tok = AutoTokenizer.from_pretrained(text_model)
+            self.model = AutoModel.from_pretrained(text_model).to(device).eval()
+        self.device = device
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        if self.kind == "clap":
+            return self.clap.embed_text(list(texts), progress=False)
+        import torch
+
+        with torch.inference_mode():
+            batch = self.tok(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
+            h = self.model(**batch).last_hidden_state
+            m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
+            e = (h * m).sum(1) / m.sum(1).clamp(min=1)
+        return torch.nn.functional.normalize(e, dim=-1).cpu().numpy()
+
+
+def table1_sae(saes: Sequence[SaeRow], wanted: str | None) -> SaeRow:
+    """The SAE of Table 1: ``wanted`` by id, or (None) the deepest layer's SAE with expansion nearest 8."""
+    if wanted is not None:
+        for s in saes:
+            if s.sae_id == wanted:
+                return s
+        raise ConfigError(f"[describe].table1_sae {wanted!r} is not in the catalog; have {[s.sae_id for s in saes]}")
+    deepest = max(s.layer for s in saes)
+    return min((s for s in saes if s.layer == deepest), key=lambda s: (abs(s.expansion - 8), s.expansion))

@@ -16,6 +16,8 @@ and bottom-p clips of every feature are kept by merging each batch of clips into
 running (features, p) tables. Ties (most clips score exactly 0 for most
 features) are broken by a per-clip key hashed from (seed, clip_id), so the
 choice is deterministic and independent of clip order and batch size.
+:func:`select_representatives` streams a layer's clips from the activation store
+through an SAE into a selector, a batch of clips at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from ard_core.sae import TopKSAE
+from ard_core.store import ActivationStore
 
 METHODS = ("ard", "mean_act", "coverage")
 
@@ -198,3 +204,43 @@ def random_representatives(n_clips: int, n_features: int, p: int, seed: int) -> 
     for f in range(n_features):
         picks[f] = torch.randperm(n_clips, generator=g)[:need]
     return picks[:, :p], picks[:, p:need]
+
+
+def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int,
+                           sae: TopKSAE | None, *, p: int, methods: Sequence[str], seed: int, batch_clips: int,
+                           encode_tokens: int, desc: str = "") -> RepresentativeSelector:
+    """Stream the clips ``clip_ids`` of ``layer`` through ``sae`` (None: the raw neurons, 'ard' only)
+    into a selector, ``batch_clips`` clips per statistics step and at most ``encode_tokens`` tokens
+    per SAE encode call (which bounds the dense (tokens, d_z) pre-activations)."""
+    sel = RepresentativeSelector(n_features, p=p, methods=methods if sae is not None else ["ard"], seed=seed)
+    ids: list[str] = []
+    xs: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if not ids:
+            return
+        if sae is None:
+            stats = clip_stats_dense(xs)
+        else:
+            acts, indices = [], []
+            with torch.inference_mode():
+                for chunk in torch.cat(xs).split(encode_tokens):
+                    lat = sae.encode(chunk.to(sae.device, torch.float32))
+                    acts.append(lat.acts)
+                    indices.append(lat.indices)
+            splits = [len(x) for x in xs]
+            stats = clip_stats_sparse(list(torch.cat(acts).split(splits)), list(torch.cat(indices).split(splits)),
+                                      n_features)
+        sel.update(ids, stats, sum(len(x) for x in xs))
+        ids.clear()
+        xs.clear()
+
+    for clip_id, acts in tqdm(store.iter_clips(layer), total=len(store.index(layer)), desc=desc, leave=False):
+        if clip_id not in clip_ids or len(acts) == 0:
+            continue
+        ids.append(clip_id)
+        xs.append(torch.from_numpy(acts))  # the store's dtype; float32 one encode chunk at a time
+        if len(ids) >= batch_clips:
+            flush()
+    flush()
+    return sel

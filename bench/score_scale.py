@@ -7,7 +7,7 @@
     ``RepresentativeSelector`` keeping the top and bottom p clips of every latent for
     the three methods: what ``precompute/score.py`` streams once the SAE has encoded a
     batch. Making the codes is not timed.
-(b) the full path, measured at 20k and 50k tokens: ``precompute.score.select`` (read
+(b) the full path, measured at 20k and 50k tokens: ``ard_core.retrieval.select_representatives`` (read
     the store, encode with the SAE, statistics, selection) on an activation store of
     synthetic float16 activations (d = 4096, 256 clips per shard as the extract stage
     writes) through a TopK SAE of d_z = 32,768, K = 250. The time for 1M tokens is
@@ -143,9 +143,10 @@ def child_stats(tokens: int, d_z: int, k: int, p: int, batch_clips: int) -> dict
 def child_full(tokens: int, d_in: int, d_z: int, k: int, p: int, batch_clips: int, root: Path) -> dict:
     import torch
 
+    from ard_core.retrieval import select_representatives
     from ard_core.sae import SaeConfig, TopKSAE
     from ard_core.store import ActivationStore, ActivationWriter, StoreMeta
-    from precompute.score import ScoreConfig, select
+    from precompute.configs import ScoreConfig
 
     rng = np.random.default_rng(0)
     layer, per_shard = 16, 256
@@ -184,7 +185,8 @@ def child_full(tokens: int, d_in: int, d_z: int, k: int, p: int, batch_clips: in
 
     store.iter_clips = iter_clips  # type: ignore[method-assign]
     t0 = time.perf_counter()
-    select(store, layer, set(ids), d_z, cfg, 0, sae, "bench")
+    select_representatives(store, layer, set(ids), d_z, sae, p=cfg.p, methods=cfg.methods, seed=0,
+                           batch_clips=cfg.batch_clips, encode_tokens=cfg.encode_tokens, desc="bench")
     spent = time.perf_counter() - t0
     marks.append(rss_mib(anon=True))
     anon = sampler.stop()
@@ -272,7 +274,7 @@ def main() -> int:
         print(growth(runs))
     if args.only in (None, "full"):
         runs = measure(args, "full", args.full_tokens,
-                       "(b) full path: store -> SAE encode -> statistics -> selection (precompute.score.select)")
+                       "(b) full path: store -> SAE encode -> statistics -> selection (select_representatives)")
         last = runs[-1]
         rate = last["tokens"] / last["seconds"]
         secs = args.project / rate

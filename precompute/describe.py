@@ -9,7 +9,9 @@ among these captions") by the configured summarizer (``ard_core.naming``).
 Named: the top-C 'ard' features of every SAE (``features.name/description``), and
 for the Table 1 SAE also the baselines' top-C features ('mean_act', 'coverage',
 'poly') and the 'random' representatives of the ard top-C, one naming per seed
-(``method_concepts``).
+(``method_concepts``). C is the ``top_c`` the score stage ran with (its saved
+``score/score_cfg.json``), and the Table 1 SAE chosen here is recorded in
+``describe/table1.json`` for evaluate and steer-eval.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import argparse
 import dataclasses
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
 import torch
@@ -26,31 +27,15 @@ from tqdm.auto import tqdm
 
 from ard_core.audio import load_audio
 from ard_core.catalog import Catalog, ClipCaptionRow, ClipRow, FeatureRow, MethodConceptRow, SaeRow
-from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
+from ard_core.config import ConfigError, RunConfig, resolve_device
+from ard_core.evaluation import table1_sae
 from ard_core.models import AudioLLM, ModelConfig
-from ard_core.naming import CAPTION_PROMPT, Summarizer, SummarizerConfig
-from precompute.score import ScoreConfig
+from ard_core.naming import CAPTION_PROMPT, Summarizer
+from precompute import handover
 from precompute.cli import add_config_argument
+from precompute.configs import DescribeConfig, ScoreConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DescribeConfig:
-    """The ``[describe]`` table."""
-
-    summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
-    """How captions become a concept name ([describe.summarizer])."""
-    caption_max_new_tokens: int = 24
-    """Token budget of each caption."""
-    caption_batch: int = 16
-    """Clips captioned per generate() call."""
-    table1_sae: str | None = None
-    """SAE id whose baselines are named for Table 1; None = the deepest layer, expansion nearest 8."""
-
-    def __post_init__(self) -> None:
-        if self.caption_max_new_tokens < 1 or self.caption_batch < 1:
-            raise ConfigError("[describe].caption_max_new_tokens and caption_batch must be >= 1")
 
 
 class Job(NamedTuple):
@@ -59,16 +44,6 @@ class Job(NamedTuple):
     feature: int
     seed: int
     clips: tuple[str, ...]  # top clips in rank order
-
-
-def table1_sae(saes: Sequence[SaeRow], wanted: str | None) -> SaeRow:
-    if wanted is not None:
-        for s in saes:
-            if s.sae_id == wanted:
-                return s
-        raise ConfigError(f"[describe].table1_sae {wanted!r} is not in the catalog; have {[s.sae_id for s in saes]}")
-    deepest = max(s.layer for s in saes)
-    return min((s for s in saes if s.layer == deepest), key=lambda s: (abs(s.expansion - 8), s.expansion))
 
 
 def jobs(cat: Catalog, saes: Sequence[SaeRow], t1: SaeRow, top_c: int) -> list[Job]:
@@ -108,16 +83,19 @@ def caption_clips(llm: AudioLLM, clips: dict[str, ClipRow], ids: Sequence[str], 
     return out
 
 
-def describe(run: RunConfig, model_cfg: ModelConfig, cfg: DescribeConfig, top_c: int,
-             llm: AudioLLM | None = None, summarizer: Summarizer | None = None) -> int:
+def describe(run: RunConfig, model_cfg: ModelConfig, cfg: DescribeConfig, llm: AudioLLM | None = None,
+             summarizer: Summarizer | None = None) -> int:
+    """Name the features the score stage kept; returns the number of concepts named."""
     device = resolve_device(run.run.device)
-    save_json(cfg, run.run.out_dir / "describe" / "describe_cfg.json")
+    top_c = handover.load(run, ScoreConfig).top_c  # what score kept, whatever [score] says now
+    handover.save(run, cfg)
     summarizer = summarizer or cfg.summarizer.build(device)
     with Catalog.open(run.run.catalog_path) as cat:
         saes = cat.rows(SaeRow)
         if not saes or not cat.count("method_scores"):
             raise ConfigError("no scored SAEs in the catalog; run the score stage first")
-        todo = jobs(cat, saes, table1_sae(saes, cfg.table1_sae), top_c)
+        t1 = table1_sae(saes, cfg.table1_sae)
+        todo = jobs(cat, saes, t1, top_c)
         clips = {c.clip_id: c for c in cat.rows(ClipRow)}
         llm = llm or model_cfg.load(device)
         cached = {r["clip_id"]: r["caption"] for r in cat.query(
@@ -140,6 +118,7 @@ def describe(run: RunConfig, model_cfg: ModelConfig, cfg: DescribeConfig, top_c:
             cat.delete_where("method_concepts")
             cat.upsert(concepts)
             cat.upsert(feats)
+    handover.save(run, handover.Table1Choice(t1.sae_id))
     return len(concepts)
 
 
@@ -149,7 +128,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     run = RunConfig.load(args.config)
-    n = describe(run, run.section("model", ModelConfig), run.section("describe", DescribeConfig),
-                 run.section("score", ScoreConfig).top_c)
+    n = describe(run, run.section("model", ModelConfig), run.section("describe", DescribeConfig))
     print(f"named {n} concepts")
     return 0

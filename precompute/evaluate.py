@@ -6,10 +6,11 @@ corpus) its text is the phrase the reference captions of that label share
 (the consensus summarizer over them, e.g. 'woman speaking' for gender=female),
 so it is worded like the concept names; with ``"labels"`` it is the label itself
 (as FSD50K's class names in the paper). Predicted names and references are
-embedded with the CLAP text encoder (or a transformers sentence encoder) and
-matched by ``ard_core.evaluation`` (Hungarian, gamma = 0.7, P/R/F1/mAP).
+embedded with the CLAP text encoder the score stage used (its saved
+``score/score_cfg.json``) or a transformers sentence encoder, and matched by
+``ard_core.evaluation`` (Hungarian, gamma = 0.7, P/R/F1/mAP).
 
-Table 1: on the Table 1 SAE (see describe), AR&D vs mean activation, coverage,
+Table 1: on the Table 1 SAE (the one describe chose), AR&D vs mean activation, coverage,
 poly and random representatives (mean +- std over seeds), with the highest
 monosemanticity score (MS). Table 4: the highest MS per layer x expansion factor,
 and poly per layer.
@@ -20,20 +21,18 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ard_core.catalog import Catalog, ClipRow, EvaluationRow, SaeRow
-from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
+from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.durable import write_text
-from ard_core.evaluation import DEFAULT_GAMMA, cosine_matrix, match_concepts
-from ard_core.naming import ConsensusSummarizer
-from precompute.describe import DescribeConfig, table1_sae
-from precompute.score import ScoreConfig
+from ard_core.evaluation import EmbedFn, Reference, cosine_matrix, match_concepts, references
+from precompute import handover
 from precompute.cli import add_config_argument
+from precompute.configs import EvaluateConfig, ScoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,89 +41,21 @@ METHOD_LABEL = {"poly": "Poly. Feats.", "random": "Rand. Rep.", "mean_act": "Mea
                 "ard": "AR&D"}
 
 
-@dataclass
-class EvaluateConfig:
-    """The ``[evaluate]`` table."""
+def evaluate(run: RunConfig, cfg: EvaluateConfig, embed: EmbedFn | None = None) -> Path:
+    """Tables 1 and 4 and the per-track matches into the catalog and ``evaluation/README.md``.
 
-    gamma: float = DEFAULT_GAMMA
-    """Similarity threshold for a match (0.7 in the paper)."""
-    reference_text: str = "captions"
-    """'captions': a label's reference text is the phrase its clips' captions share; 'labels': the label."""
-    reference_splits: list[str] | None = None
-    """Splits whose labels form the references; None = every split."""
-    text_embedder: str = "clap"
-    """'clap' (the [score] CLAP text encoder) or 'hf-mean' (mean-pooled transformers encoder)."""
-    text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    """hf-mean: folder or hub id of the sentence encoder."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.gamma <= 1:
-            raise ConfigError("[evaluate].gamma must be in (0, 1]")
-        if self.reference_text not in ("captions", "labels"):
-            raise ConfigError("[evaluate].reference_text: use 'captions' or 'labels'")
-        if self.text_embedder not in ("clap", "hf-mean"):
-            raise ConfigError("[evaluate].text_embedder: use 'clap' or 'hf-mean'")
-
-
-class Reference(NamedTuple):
-    track: str
-    label: str
-    text: str
-
-
-def references(clips: Sequence[ClipRow], cfg: EvaluateConfig) -> list[Reference]:
-    by_label: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for c in clips:
-        if cfg.reference_splits is None or c.split in cfg.reference_splits:
-            for track, label in c.labels.items():
-                if label:
-                    by_label[(track, label)].append(c.caption)
-    out = []
-    for (track, label), caps in sorted(by_label.items()):
-        text = ConsensusSummarizer().summarize(caps).name if cfg.reference_text == "captions" else label
-        out.append(Reference(track, label, text))
-    return out
-
-
-class TextEmbedder:
-    def __init__(self, cfg: EvaluateConfig, score_cfg: ScoreConfig, device: str) -> None:
-        self.cfg = cfg
-        if cfg.text_embedder == "clap":
-            from ard_core.clap import load_clap
-
-            self.clap = load_clap(score_cfg.clap_backend, score_cfg.clap_model, device=device)
-        else:
-            from transformers import AutoModel, AutoTokenizer
-
-            self.tok = AutoTokenizer.from_pretrained(cfg.text_model)
-            self.model = AutoModel.from_pretrained(cfg.text_model).to(device).eval()
-        self.device = device
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        if self.cfg.text_embedder == "clap":
-            return self.clap.embed_text(list(texts), progress=False)
-        import torch
-
-        with torch.inference_mode():
-            batch = self.tok(list(texts), padding=True, truncation=True, return_tensors="pt").to(self.device)
-            h = self.model(**batch).last_hidden_state
-            m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1)
-        return torch.nn.functional.normalize(e, dim=-1).cpu().numpy()
-
-
-def evaluate(run: RunConfig, cfg: EvaluateConfig, score_cfg: ScoreConfig, describe_cfg: DescribeConfig,
-             embed: TextEmbedder | None = None) -> Path:
+    ``embed`` defaults to the text embedder [evaluate] names, built with the CLAP settings the
+    score stage saved; the Table 1 SAE is the one describe chose."""
     device = resolve_device(run.run.device)
     out_dir = run.run.out_dir / "evaluation"
-    save_json(cfg, out_dir / "evaluate_cfg.json")
-    embed = embed or TextEmbedder(cfg, score_cfg, device)
+    handover.save(run, cfg)
+    embed = embed or cfg.build_embedder(handover.load(run, ScoreConfig), device)
     with Catalog.open(run.run.catalog_path) as cat:
         saes = cat.rows(SaeRow)
         if not cat.count("method_concepts"):
             raise ConfigError("no named concepts in the catalog; run the describe stage first")
-        t1 = table1_sae(saes, describe_cfg.table1_sae)
-        refs = references(cat.rows(ClipRow), cfg)
+        t1 = handover.table1(run, saes)
+        refs = references(cat.rows(ClipRow), cfg.reference_text, cfg.reference_splits)
         ref_emb = embed([r.text for r in refs])
         names: dict[tuple[str, str, int], list[str]] = defaultdict(list)
         for r in cat.query("SELECT method, sae_id, seed, name FROM method_concepts ORDER BY method, sae_id, seed, feature"):
@@ -134,43 +65,14 @@ def evaluate(run: RunConfig, cfg: EvaluateConfig, score_cfg: ScoreConfig, descri
         ms_random = [r["ms"] for r in cat.query(
             "SELECT seed, max(monosemanticity) AS ms FROM method_scores WHERE method = 'random' AND sae_id = ? "
             "GROUP BY seed ORDER BY seed", [t1.sae_id])]
-
-        def scores(method: str, sae_id: str, seed: int) -> dict[str, float]:
-            preds = names.get((method, sae_id, seed), [])
-            if not preds:
-                return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "map": 0.0}
-            res = match_concepts(cosine_matrix(embed(preds), ref_emb), cfg.gamma)
-            return {"precision": res.precision, "recall": res.recall, "f1": res.f1, "map": res.ap}
-
-        rows: list[EvaluationRow] = []
-        table1: dict[str, dict[str, tuple[float, float | None]]] = {}
-        for m in METHOD_ORDER:
-            if m == "random":
-                seeds = sorted({s for (mm, sid, s) in names if mm == "random" and sid == t1.sae_id})
-                if not seeds:
-                    continue
-                per = [scores("random", t1.sae_id, s) for s in seeds]
-                vals = {k: (float(np.mean([p[k] for p in per])), float(np.std([p[k] for p in per]))) for k in per[0]}
-                vals["ms"] = (float(np.mean(ms_random)), float(np.std(ms_random)))
-            else:
-                if (m, t1.sae_id, 0) not in names:
-                    continue
-                vals = {k: (v, None) for k, v in scores(m, t1.sae_id, 0).items()}
-                vals["ms"] = (ms.get((m, t1.sae_id)), None)
-            table1[m] = vals
-            rows += [EvaluationRow("table1", m, t1.sae_id, k, v, s) for k, (v, s) in vals.items() if v is not None]
-        table4 = {}
-        for s in saes:
-            table4[(s.layer, s.expansion)] = ms.get(("ard", s.sae_id))
-            rows.append(EvaluationRow("table4", "ard", s.sae_id, "ms", ms.get(("ard", s.sae_id)), None))
-            if ("poly", s.sae_id) in ms:
-                table4[(s.layer, "poly")] = ms[("poly", s.sae_id)]
-                rows.append(EvaluationRow("table4", "poly", s.sae_id, "ms", ms[("poly", s.sae_id)], None))
+        table1, rows = table1_scores(t1, names, ms, ms_random, ref_emb, embed, cfg.gamma)
+        table4, rows4 = table4_scores(saes, ms)
         # which labelled tracks have a named ard concept matching one of their references
         ard = [(r["sae_id"], r["feature"], r["name"]) for r in cat.query(
             "SELECT sae_id, feature, name FROM method_concepts WHERE method = 'ard' ORDER BY sae_id, feature")]
         per_track = track_matches(ard, refs, embed, cfg.gamma)
-        rows += [EvaluationRow("track_match", t, "", "matched_concepts", float(len(v)), None) for t, v in per_track.items()]
+        rows += rows4 + [EvaluationRow("track_match", t, "", "matched_concepts", float(len(v)), None)
+                         for t, v in per_track.items()]
         with cat.transaction():
             for table_name in ("table1", "table4", "track_match"):
                 cat.delete_where("evaluations", table_name=table_name)
@@ -179,7 +81,56 @@ def evaluate(run: RunConfig, cfg: EvaluateConfig, score_cfg: ScoreConfig, descri
     return out_dir
 
 
-def track_matches(ard: Sequence[tuple[str, int, str]], refs: Sequence[Reference], embed: TextEmbedder,
+Cell = tuple[float | None, float | None]  # (value, std over seeds or None)
+
+
+def table1_scores(t1: SaeRow, names: dict[tuple[str, str, int], list[str]], ms: dict[tuple[str, str], float],
+                  ms_random: Sequence[float], ref_emb: np.ndarray, embed: EmbedFn,
+                  gamma: float) -> tuple[dict[str, dict[str, Cell]], list[EvaluationRow]]:
+    """Per method of Table 1 on the SAE ``t1``: P/R/F1/mAP of its named concepts and its highest MS
+    ('random': mean +- std over seeds)."""
+
+    def scores(method: str, sae_id: str, seed: int) -> dict[str, float]:
+        preds = names.get((method, sae_id, seed), [])
+        if not preds:
+            return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "map": 0.0}
+        res = match_concepts(cosine_matrix(embed(preds), ref_emb), gamma)
+        return {"precision": res.precision, "recall": res.recall, "f1": res.f1, "map": res.ap}
+
+    rows: list[EvaluationRow] = []
+    table1: dict[str, dict[str, Cell]] = {}
+    for m in METHOD_ORDER:
+        if m == "random":
+            seeds = sorted({s for (mm, sid, s) in names if mm == "random" and sid == t1.sae_id})
+            if not seeds:
+                continue
+            per = [scores("random", t1.sae_id, s) for s in seeds]
+            vals = {k: (float(np.mean([p[k] for p in per])), float(np.std([p[k] for p in per]))) for k in per[0]}
+            vals["ms"] = (float(np.mean(ms_random)), float(np.std(ms_random)))
+        else:
+            if (m, t1.sae_id, 0) not in names:
+                continue
+            vals = {k: (v, None) for k, v in scores(m, t1.sae_id, 0).items()}
+            vals["ms"] = (ms.get((m, t1.sae_id)), None)
+        table1[m] = vals
+        rows += [EvaluationRow("table1", m, t1.sae_id, k, v, s) for k, (v, s) in vals.items() if v is not None]
+    return table1, rows
+
+
+def table4_scores(saes: Sequence[SaeRow], ms: dict[tuple[str, str], float]) -> tuple[dict, list[EvaluationRow]]:
+    """Highest MS per (layer, expansion) for ard, and per layer for poly."""
+    table4: dict[tuple[int, int | str], float | None] = {}
+    rows: list[EvaluationRow] = []
+    for s in saes:
+        table4[(s.layer, s.expansion)] = ms.get(("ard", s.sae_id))
+        rows.append(EvaluationRow("table4", "ard", s.sae_id, "ms", ms.get(("ard", s.sae_id)), None))
+        if ("poly", s.sae_id) in ms:
+            table4[(s.layer, "poly")] = ms[("poly", s.sae_id)]
+            rows.append(EvaluationRow("table4", "poly", s.sae_id, "ms", ms[("poly", s.sae_id)], None))
+    return table4, rows
+
+
+def track_matches(ard: Sequence[tuple[str, int, str]], refs: Sequence[Reference], embed: EmbedFn,
                   gamma: float) -> dict[str, list[tuple[str, str, float]]]:
     """track -> [(feature ref, name, similarity)] of ard concepts whose best reference is that track's."""
     out: dict[str, list[tuple[str, str, float]]] = {r.track: [] for r in refs}
@@ -229,7 +180,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     run = RunConfig.load(args.config)
-    out = evaluate(run, run.section("evaluate", EvaluateConfig), run.section("score", ScoreConfig),
-                   run.section("describe", DescribeConfig))
+    out = evaluate(run, run.section("evaluate", EvaluateConfig))
     print((out / "README.md").read_text())
     return 0

@@ -1,5 +1,6 @@
-"""Stage ``extract``: run the AudioLLM over a manifest and store residual-stream
-activations after each configured layer (``ard_core.store`` describes the layout).
+"""Stage ``extract``: run the AudioLLM over the dataset stage's manifest
+(``<out_dir>/dataset/manifest.csv``) and store residual-stream activations after each
+configured layer (``ard_core.store`` describes the layout).
 
 Resumable: the manifest is cut into fixed shards of ``clips_per_shard`` clips in
 manifest order; finished shards are skipped, a half-written one (``.tmp``) is
@@ -15,7 +16,6 @@ import argparse
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -26,62 +26,16 @@ from tqdm.auto import tqdm
 from ard_core.activations import run_and_capture
 from ard_core.audio import AudioError, load_audio
 from ard_core.catalog import ActivationIndexRow, Catalog, ClipRow, ModelRow
-from ard_core.config import ConfigError, RunConfig, resolve_device, save_json, to_dict
+from ard_core.config import ConfigError, RunConfig, resolve_device, to_dict
 from ard_core.datasets import ClipRecord, load_manifest
 from ard_core.durable import crash_point
 from ard_core.models import AudioLLM, ModelConfig
-from ard_core.prompts import CAPTION_QUESTION
-from ard_core.store import ActivationStore, ActivationWriter, StoreMeta, shard_name
+from ard_core.store import ActivationStore, ActivationWriter, StoreMeta
+from precompute import handover
 from precompute.cli import add_config_argument
+from precompute.configs import ExtractConfig
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PROMPT = CAPTION_QUESTION  # the paper's caption prompt; audio positions precede it
-
-
-@dataclass
-class ExtractConfig:
-    """The ``[extract]`` table."""
-
-    manifest: Path = Path("assets/corpus/manifest.csv")
-    """Manifest CSV of the clips to run (the mini corpus by default)."""
-    layers: list[int] = field(default_factory=lambda: [2, 4, 6])
-    """0-based decoder layers whose output (residual stream) is stored; layer l = HF hidden_states[l+1]."""
-    positions: str = "audio"
-    """'audio': keep only audio-token positions (the paper); 'all': every non-padding position."""
-    splits: list[str] = field(default_factory=lambda: ["train", "probe", "test"])
-    """Manifest splits to extract."""
-    prompt: str = DEFAULT_PROMPT
-    """User question placed after the audio. Audio positions precede it, so it does not change them."""
-    batch_size: int = 8
-    """Clips per forward pass."""
-    clips_per_shard: int = 256
-    """Clips per shard; the unit of resumption (and of work split between torchrun ranks)."""
-    store_dtype: str = "float16"
-    """On-disk dtype: 'float16' (default, half the disk) or 'float32'."""
-    drop_sinks: bool = False
-    """Drop high-norm 'attention sink' tokens (norm > sink_norm_factor x the clip's median norm)."""
-    sink_norm_factor: float = 10.0
-    """Threshold for drop_sinks, as a multiple of the clip's median token norm."""
-    max_clips: int | None = None
-    """Only the first N clips of the selected splits (quick runs); None = all."""
-
-    def __post_init__(self) -> None:
-        self.manifest = Path(self.manifest)
-        if not self.layers or any(l < 0 for l in self.layers) or len(set(self.layers)) != len(self.layers):
-            raise ConfigError(f"[extract].layers {self.layers} must be distinct non-negative layer indices")
-        if self.positions not in ("audio", "all"):
-            raise ConfigError(f"[extract].positions {self.positions!r}: use 'audio' or 'all'")
-        if self.store_dtype not in ("float16", "float32"):
-            raise ConfigError(f"[extract].store_dtype {self.store_dtype!r}: use 'float16' or 'float32'")
-        for key in ("batch_size", "clips_per_shard"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"[extract].{key} must be >= 1")
-        if self.sink_norm_factor <= 1:
-            raise ConfigError("[extract].sink_norm_factor must be > 1")
-        if self.max_clips is not None and self.max_clips < 1:
-            raise ConfigError("[extract].max_clips must be >= 1 (or left out for all clips)")
-        self.layers = sorted(self.layers)
 
 
 class ExtractResult(NamedTuple):
@@ -103,8 +57,9 @@ def dist_info() -> DistInfo:
                     int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def select_clips(cfg: ExtractConfig) -> list[ClipRecord]:
-    records = [r for r in load_manifest(cfg.manifest) if r.split in cfg.splits]
+def select_clips(manifest: Path, cfg: ExtractConfig) -> list[ClipRecord]:
+    """The manifest's clips of ``cfg.splits``, in manifest order (the first ``max_clips`` when set)."""
+    records = [r for r in load_manifest(manifest) if r.split in cfg.splits]
     return records[: cfg.max_clips] if cfg.max_clips else records
 
 
@@ -132,14 +87,38 @@ def extract_batch(
     return out
 
 
+def extract_clips(llm: AudioLLM, records: Sequence[ClipRecord], prompt: str, cfg: ExtractConfig,
+                  writer: ActivationWriter) -> None:
+    """One forward batch: each clip's kept tokens per layer into ``writer``; undecodable clips are
+    logged, recorded as failures and skipped."""
+    batch_recs, audios = [], []
+    for rec in records:
+        try:
+            audios.append(load_audio(rec.path, sr=llm.sampling_rate))
+            batch_recs.append(rec)
+        except AudioError as exc:
+            log.warning("clip %r skipped: %s", rec.clip_id, exc)
+            writer.add_failure(rec.clip_id, str(exc))
+    if not batch_recs:
+        return
+    for rec, per_layer in zip(batch_recs, extract_batch(llm, audios, prompt, cfg.layers, cfg.positions)):
+        for layer, (acts, pos) in per_layer.items():
+            if cfg.drop_sinks:
+                keep = keep_mask(acts, cfg.sink_norm_factor)
+                acts, pos = acts[keep], pos[keep]
+            writer.add(rec.clip_id, layer, acts, pos)
+
+
 def extract(run: RunConfig, model_cfg: ModelConfig, cfg: ExtractConfig, llm: AudioLLM | None = None) -> ExtractResult:
+    """Activations of the dataset stage's clips into ``<out_dir>/activations``, resuming finished shards."""
     dist = dist_info()
     device = resolve_device(run.run.device)
     if device.startswith("cuda") and dist.world > 1:
         device = f"cuda:{dist.local_rank}"
-    records = select_clips(cfg)
+    manifest = handover.manifest(run)
+    records = select_clips(manifest, cfg)
     if not records:
-        raise ConfigError(f"no clips selected from {cfg.manifest} for splits {cfg.splits}")
+        raise ConfigError(f"no clips selected from {manifest} for splits {cfg.splits}")
     if llm is None:
         llm = model_cfg.load(device)
     for layer in cfg.layers:
@@ -151,7 +130,7 @@ def extract(run: RunConfig, model_cfg: ModelConfig, cfg: ExtractConfig, llm: Aud
                      dtype=cfg.store_dtype, drop_sinks=cfg.drop_sinks, sink_norm_factor=cfg.sink_norm_factor,
                      prompt=prompt, extra={"model_path": model_cfg.name_or_path, "extract": to_dict(cfg)})
     writer = ActivationWriter(root, meta)
-    save_json(cfg, root / "extract_cfg.json")
+    handover.save(run, cfg)
     shards = [records[i : i + cfg.clips_per_shard] for i in range(0, len(records), cfg.clips_per_shard)]
     mine = [i for i in range(len(shards)) if i % dist.world == dist.rank]
     todo = [i for i in mine if not writer.is_done(i)]
@@ -162,24 +141,10 @@ def extract(run: RunConfig, model_cfg: ModelConfig, cfg: ExtractConfig, llm: Aud
     bar = tqdm(total=n_todo, unit="clip", desc=f"extract[{dist.rank}]" if dist.world > 1 else "extract")
     t0 = time.perf_counter()
     for si in todo:
-        clips = shards[si]
-        for b in range(0, len(clips), cfg.batch_size):
-            batch_recs, audios = [], []
-            for rec in clips[b : b + cfg.batch_size]:
-                try:
-                    audios.append(load_audio(rec.path, sr=llm.sampling_rate))
-                    batch_recs.append(rec)
-                except AudioError as exc:
-                    log.warning("clip %r skipped: %s", rec.clip_id, exc)
-                    writer.add_failure(rec.clip_id, str(exc))
-            if batch_recs:
-                for rec, per_layer in zip(batch_recs, extract_batch(llm, audios, prompt, cfg.layers, cfg.positions)):
-                    for layer, (acts, pos) in per_layer.items():
-                        if cfg.drop_sinks:
-                            keep = keep_mask(acts, cfg.sink_norm_factor)
-                            acts, pos = acts[keep], pos[keep]
-                        writer.add(rec.clip_id, layer, acts, pos)
-            bar.update(len(clips[b : b + cfg.batch_size]))
+        for b in range(0, len(shards[si]), cfg.batch_size):
+            batch = shards[si][b : b + cfg.batch_size]
+            extract_clips(llm, batch, prompt, cfg, writer)
+            bar.update(len(batch))
             bar.set_postfix(clips_per_s=f"{bar.n / max(time.perf_counter() - t0, 1e-9):.1f}")
         writer.commit(si)
         crash_point("shard")

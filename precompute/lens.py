@@ -1,7 +1,7 @@
 """Stage ``lens``: the AudioLens analyses (sections IV-VI) for any adapter model.
 
 For each track and prompt format (Table I; ``ard_core.prompts``), every clip of
-the analysis splits is run once with the lens read at the last token ("is") and
+the analysis splits (of the dataset stage's ``<out_dir>/dataset/manifest.csv``) is run once with the lens read at the last token ("is") and
 the penultimate token, and once more with the audio positions masked for the
 last query. Per layer, the information score I (eq. 2) is computed for all
 samples and for the correctly / incorrectly predicted ones (final-layer
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -28,8 +27,8 @@ from tqdm.auto import tqdm
 
 from ard_core.audio import load_audio
 from ard_core.catalog import Catalog, EvaluationRow, LensEnrichmentRow, LensScoreRow, LensSummaryRow
-from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
-from ard_core.datasets import TRACKS, ClipRecord, load_manifest
+from ard_core.config import ConfigError, RunConfig, resolve_device
+from ard_core.datasets import ClipRecord, load_manifest
 from ard_core.lens import (
     audio_masked_attention,
     critical_layer,
@@ -40,57 +39,15 @@ from ard_core.lens import (
     pearson,
 )
 from ard_core.models import AudioLLM, ModelConfig
-from ard_core.prompts import FORMATS, attribute_prompt, candidate_labels, label_token_ids, p3_options
-from precompute.extract import ExtractConfig
+from ard_core.prompts import attribute_prompt, candidate_labels, label_token_ids, p3_options
+from precompute import handover
 from precompute.cli import add_config_argument
+from precompute.configs import LensConfig
+from precompute.lens_report import write_report
 
 log = logging.getLogger(__name__)
 
 POSITIONS = ("last", "penultimate", "last_masked")
-
-
-@dataclass
-class LensConfig:
-    """The ``[lens]`` table."""
-
-    tracks: list[str] = field(default_factory=lambda: list(TRACKS))
-    """Tracks to analyse (labels from the manifest)."""
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
-    """Prompt formats of Table I."""
-    splits: list[str] = field(default_factory=lambda: ["probe", "test"])
-    """Manifest splits analysed (never the model's training split)."""
-    max_per_track: int | None = None
-    """Cap on clips per track (None = all), taken in manifest order."""
-    batch_size: int = 16
-    """Clips per forward pass."""
-    alpha: float = 0.2
-    """Critical-layer threshold (eq. 3): layers must beat (1 + alpha) / |Y|."""
-    enrich_track: str | None = None
-    """Track for the enrichment study; None = the track with the lowest P3 accuracy."""
-    enrich_format: str = "P3"
-    """Prompt format of the enrichment study (the paper uses P3)."""
-    enrich_probe_fraction: float = 0.2
-    """Share of the track's clips used to choose l-bar (the paper: 100 of 500)."""
-    enrich_gap: int = 5
-    """Eq. 5's layer gap (5 in the paper, for 32-layer models; scale it to the model)."""
-    enrich_lambdas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0])
-    """Lambda sweep of Fig. 5."""
-    random_seeds: int = 5
-    """Seeds of the random-layer baseline."""
-
-    def __post_init__(self) -> None:
-        bad = [t for t in self.tracks if t not in TRACKS]
-        if bad:
-            raise ConfigError(f"[lens].tracks {bad} unknown; use {list(TRACKS)}")
-        bad = [f for f in self.formats if f not in FORMATS]
-        if bad:
-            raise ConfigError(f"[lens].formats {bad} unknown; use {list(FORMATS)}")
-        if self.enrich_track is not None and self.enrich_track not in self.tracks:
-            raise ConfigError(f"[lens].enrich_track {self.enrich_track!r} must be one of [lens].tracks")
-        if not 0 < self.enrich_probe_fraction < 1:
-            raise ConfigError("[lens].enrich_probe_fraction must be in (0, 1)")
-        if self.enrich_gap < 1 or self.batch_size < 1 or self.random_seeds < 0:
-            raise ConfigError("[lens].enrich_gap and batch_size must be >= 1, random_seeds >= 0")
 
 
 class TrackRun(NamedTuple):
@@ -185,12 +142,14 @@ def enrich_study(llm: AudioLLM, records: Sequence[ClipRecord], audio: dict[str, 
     return rows
 
 
-def lens(run: RunConfig, model_cfg: ModelConfig, manifest: Path, cfg: LensConfig, llm: AudioLLM | None = None) -> Path:
+def lens(run: RunConfig, model_cfg: ModelConfig, cfg: LensConfig, llm: AudioLLM | None = None) -> Path:
+    """Tables II-III and Figs. 2-5 on the clips of the dataset stage's manifest in ``cfg.splits``."""
+    manifest = handover.manifest(run)
     llm = llm or model_cfg.load(resolve_device(run.run.device))
     records = [r for r in load_manifest(manifest) if r.split in cfg.splits]
     out_dir = run.run.out_dir / "lens"
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_json(cfg, out_dir / "lens_cfg.json")
+    handover.save(run, cfg)
     runs: list[TrackRun] = []
     options_of: dict[str, tuple[str, ...]] = {}
     audio: dict[str, np.ndarray] = {}
@@ -236,8 +195,6 @@ def lens(run: RunConfig, model_cfg: ModelConfig, manifest: Path, cfg: LensConfig
         cat.upsert(enrich_rows)
         cat.upsert([EvaluationRow("table3", "pearson", llm.name, "r", rho, None),
                     EvaluationRow("table3", "pearson", llm.name, "p_value", pval, None)])
-    from precompute.lens_report import write_report
-
     write_report(out_dir, llm.name, runs, summary, (rho, pval), enrich_rows, llm.n_layers)
     return out_dir
 
@@ -252,7 +209,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     run = RunConfig.load(args.config)
-    manifest = run.section("extract", ExtractConfig).manifest
-    out = lens(run, run.section("model", ModelConfig), manifest, run.section("lens", LensConfig))
+    out = lens(run, run.section("model", ModelConfig), run.section("lens", LensConfig))
     print(f"lens results: {out / 'README.md'}")
     return 0

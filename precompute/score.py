@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ard_core.audio import load_audio
 from ard_core.catalog import (
@@ -37,61 +35,16 @@ from ard_core.catalog import (
     MethodScoreRow,
     SaeRow,
 )
-from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
-from ard_core.monosemanticity import DEFAULT_EPS, monosemanticity, rank_features
-from ard_core.retrieval import (
-    METHODS,
-    RepresentativeSelector,
-    Selection,
-    clip_stats_dense,
-    clip_stats_sparse,
-    random_representatives,
-)
+from ard_core.config import ConfigError, RunConfig, resolve_device
+from ard_core.monosemanticity import monosemanticity, rank_features
+from ard_core.retrieval import RepresentativeSelector, Selection, random_representatives, select_representatives
 from ard_core.sae import TopKSAE
 from ard_core.store import ActivationStore
+from precompute import handover
 from precompute.cli import add_config_argument
+from precompute.configs import ScoreConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ScoreConfig:
-    """The ``[score]`` table."""
-
-    p: int = 4
-    """Top and bottom clips kept per feature (the paper's p)."""
-    top_c: int = 5000
-    """Features kept by monosemanticity (the paper's C); scale it to the SAE size."""
-    splits: list[str] = field(default_factory=lambda: ["train", "probe"])
-    """Manifest splits forming the probing dataset."""
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Scoring methods over SAE latents: 'ard' (mu x c), 'mean_act', 'coverage'."""
-    poly: bool = True
-    """Also score the raw neurons of x (the 'Poly. Feats.' baseline)."""
-    random_seeds: int = 10
-    """Draws of the 'Rand. Rep.' baseline (the paper averages 10)."""
-    batch_clips: int = 64
-    """Clips per scoring step."""
-    encode_tokens: int = 4096
-    """Tokens per SAE encode call. Bounds the dense (tokens, d_z) pre-activations whatever
-    the clips' length: 4096 x 32,768 float32 is 512 MiB."""
-    clap_backend: str = "hf"
-    """CLAP backend for monosemanticity: 'hf' (transformers ClapModel) or 'msclap'."""
-    clap_model: str = "assets/models/tiny-clap"
-    """ClapModel folder or hub id (hf), or msclap version."""
-    eps: float = DEFAULT_EPS
-    """epsilon of eq. 4."""
-
-    def __post_init__(self) -> None:
-        if self.p < 2:
-            raise ConfigError("[score].p must be >= 2 (monosemanticity needs pairs)")
-        if self.top_c < 1 or self.batch_clips < 1 or self.encode_tokens < 1 or self.random_seeds < 0:
-            raise ConfigError("[score].top_c, batch_clips and encode_tokens must be >= 1, random_seeds >= 0")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or "ard" not in self.methods:
-            raise ConfigError(f"[score].methods must include 'ard' and only use {list(METHODS)}; got {self.methods}")
-        if self.clap_backend not in ("hf", "msclap"):
-            raise ConfigError(f"[score].clap_backend {self.clap_backend!r}: use 'hf' or 'msclap'")
 
 
 class ScoreResult(NamedTuple):
@@ -104,42 +57,11 @@ def embedder_name(cfg: ScoreConfig) -> str:
     return f"{cfg.clap_backend}:{cfg.clap_model}"
 
 
-def select(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int, cfg: ScoreConfig, seed: int,
-           sae: TopKSAE | None, desc: str) -> RepresentativeSelector:
-    """Stream the probing clips of ``layer`` through ``sae`` (None: raw neurons) into a selector."""
-    methods = cfg.methods if sae is not None else ["ard"]
-    sel = RepresentativeSelector(n_features, p=cfg.p, methods=methods, seed=seed)
-    ids: list[str] = []
-    xs: list[torch.Tensor] = []
-
-    def flush() -> None:
-        if not ids:
-            return
-        if sae is None:
-            stats = clip_stats_dense(xs)
-        else:
-            acts, indices = [], []
-            with torch.inference_mode():
-                for chunk in torch.cat(xs).split(cfg.encode_tokens):
-                    lat = sae.encode(chunk.to(sae.device, torch.float32))
-                    acts.append(lat.acts)
-                    indices.append(lat.indices)
-            splits = [len(x) for x in xs]
-            stats = clip_stats_sparse(list(torch.cat(acts).split(splits)), list(torch.cat(indices).split(splits)),
-                                      n_features)
-        sel.update(ids, stats, sum(len(x) for x in xs))
-        ids.clear()
-        xs.clear()
-
-    for clip_id, acts in tqdm(store.iter_clips(layer), total=len(store.index(layer)), desc=desc, leave=False):
-        if clip_id not in clip_ids or len(acts) == 0:
-            continue
-        ids.append(clip_id)
-        xs.append(torch.from_numpy(acts))  # the store's dtype; float32 one encode chunk at a time
-        if len(ids) >= cfg.batch_clips:
-            flush()
-    flush()
-    return sel
+def select(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int, sae: TopKSAE | None,
+           cfg: ScoreConfig, seed: int, desc: str) -> RepresentativeSelector:
+    """:func:`ard_core.retrieval.select_representatives` with the [score] table's p, methods and batch sizes."""
+    return select_representatives(store, layer, clip_ids, n_features, sae, p=cfg.p, methods=cfg.methods, seed=seed,
+                                  batch_clips=cfg.batch_clips, encode_tokens=cfg.encode_tokens, desc=desc)
 
 
 def ensure_embeddings(cat: Catalog, clips: dict[str, ClipRow], needed: set[str], cfg: ScoreConfig,
@@ -183,7 +105,7 @@ def score_sae(cat: Catalog, store: ActivationStore, sae_row: SaeRow, clips: dict
               cfg: ScoreConfig, seed: int, device: str, poly: RepresentativeSelector | None) -> None:
     """Score one SAE; ``poly`` is the raw-neuron selector of its layer (shared by the layer's SAEs)."""
     sae = TopKSAE.load(sae_row.path, device=device).eval()
-    sel = select(store, sae_row.layer, probe_ids, sae_row.d_sae, cfg, seed, sae, f"score {sae_row.sae_id}")
+    sel = select(store, sae_row.layer, probe_ids, sae_row.d_sae, sae, cfg, seed, f"score {sae_row.sae_id}")
     ids = sel.clip_ids
     # every clip any method may show or embed
     needed: set[str] = set()
@@ -246,8 +168,7 @@ def _num(x: torch.Tensor | float) -> float | None:
 def score(run: RunConfig, cfg: ScoreConfig) -> ScoreResult:
     device = resolve_device(run.run.device)
     store = ActivationStore(run.run.out_dir / "activations")
-    out = run.run.out_dir / "score"
-    save_json(cfg, out / "score_cfg.json")
+    handover.save(run, cfg)
     with Catalog.open(run.run.catalog_path) as cat:
         clips = {c.clip_id: c for c in cat.rows(ClipRow)}
         probe_ids = {c for c, r in clips.items() if r.split in cfg.splits}
@@ -259,7 +180,7 @@ def score(run: RunConfig, cfg: ScoreConfig) -> ScoreResult:
         polys: dict[int, RepresentativeSelector] = {}
         for row in saes:
             if cfg.poly and row.layer not in polys:
-                polys[row.layer] = select(store, row.layer, probe_ids, row.d_in, cfg, run.run.seed, None,
+                polys[row.layer] = select(store, row.layer, probe_ids, row.d_in, None, cfg, run.run.seed,
                                           f"poly l{row.layer}")
             score_sae(cat, store, row, clips, probe_ids, cfg, run.run.seed, device, polys.get(row.layer))
             log.info("scored %s", row.sae_id)

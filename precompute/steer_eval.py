@@ -2,7 +2,7 @@
 
 For each mapping SOURCE->TARGET (Neutral->Happy, Sad->Happy, Happy->Angry,
 Female->Male), the features whose concept names are most similar to the target
-label's reference text (``precompute.evaluate.references``) are selected: the
+label's reference text (``ard_core.evaluation.references``) are selected: the
 top ``features_per_mapping`` 'ard' features of the Table 1 SAE, and as many
 'poly' neurons (raw residual dimensions at the same layer, named the same way).
 Each feature alone is clamped ('set') to ``multiple x its max activation`` for
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -35,51 +34,19 @@ from tqdm.auto import tqdm
 
 from ard_core.audio import load_audio
 from ard_core.catalog import Catalog, ClipRow, SaeRow, SteeringResultRow
-from ard_core.config import ConfigError, RunConfig, resolve_device, save_json
+from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.durable import write_text
-from ard_core.evaluation import cosine_matrix
+from ard_core.evaluation import EmbedFn, cosine_matrix, references
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.prompts import EMOTION_NEUTRAL_FORMAT, attribute_prompt, label_token_ids, p3_options
 from ard_core.sae import TopKSAE
 from ard_core.steering import SteerSpec, steering
 from ard_core.store import ActivationStore
-from precompute.describe import DescribeConfig, table1_sae
-from precompute.evaluate import EvaluateConfig, TextEmbedder, references
-from precompute.score import ScoreConfig
+from precompute import handover
 from precompute.cli import add_config_argument
+from precompute.configs import DescribeConfig, EvaluateConfig, ScoreConfig, SteerEvalConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SteerEvalConfig:
-    """The ``[steer_eval]`` table."""
-
-    mappings: list[str] = field(default_factory=lambda: ["neutral->happy", "sad->happy", "happy->angry", "female->male"])
-    """SOURCE->TARGET label pairs (one track each)."""
-    split: str = "test"
-    """Split whose source samples are steered."""
-    max_samples: int | None = None
-    """Cap on source samples per mapping (None = all)."""
-    features_per_mapping: int = 3
-    """Features (and poly neurons) selected per mapping by name similarity to the target."""
-    multiples: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])
-    """Steering values as multiples of each feature's max activation."""
-    positions: list[str] = field(default_factory=lambda: ["audio", "prompt"])
-    """Where to steer (the label judge reads the prefill, so 'generated' adds nothing there)."""
-    judge: str = "label_prob"
-    """'label_prob' (offline) or 'llm' (the [describe.summarizer] endpoint)."""
-    batch_size: int = 16
-    """Clips per forward."""
-
-    def __post_init__(self) -> None:
-        for m in self.mappings:
-            if m.count("->") != 1 or not all(m.split("->")):
-                raise ConfigError(f"[steer_eval].mappings entry {m!r} must look like 'source->target'")
-        if self.judge not in ("label_prob", "llm"):
-            raise ConfigError("[steer_eval].judge: use 'label_prob' or 'llm'")
-        if self.features_per_mapping < 1 or not self.multiples or self.batch_size < 1:
-            raise ConfigError("[steer_eval] needs features_per_mapping >= 1, batch_size >= 1 and some multiples")
 
 
 class Candidate(NamedTuple):
@@ -106,7 +73,7 @@ def poly_max(store: ActivationStore, layer: int, neurons: Sequence[int]) -> dict
     return dict(zip(neurons, best.tolist()))
 
 
-def candidates(cat: Catalog, t1: SaeRow, target_emb: np.ndarray, embed: TextEmbedder, n: int,
+def candidates(cat: Catalog, t1: SaeRow, target_emb: np.ndarray, embed: EmbedFn, n: int,
                store: ActivationStore) -> list[Candidate]:
     out: list[Candidate] = []
     for method in ("ard", "poly"):
@@ -163,25 +130,27 @@ def llm_judge(llm: AudioLLM, audios: Sequence[np.ndarray], prompt: str, specs: S
 
 
 def steer_eval(run: RunConfig, model_cfg: ModelConfig, cfg: SteerEvalConfig, llm: AudioLLM | None = None,
-               embed: TextEmbedder | None = None) -> Path:
+               embed: EmbedFn | None = None) -> Path:
+    """Table 3 into the catalog and ``steering/README.md``: the features are chosen on the SAE
+    describe chose for Table 1, by similarity to references built as evaluate built them."""
     device = resolve_device(run.run.device)
     out_dir = run.run.out_dir / "steering"
-    save_json(cfg, out_dir / "steer_eval_cfg.json")
+    handover.save(run, cfg)
+    ev_cfg = handover.load(run, EvaluateConfig)
+    embed = embed or ev_cfg.build_embedder(handover.load(run, ScoreConfig), device)
+    endpoint = handover.load(run, DescribeConfig).summarizer.endpoint() if cfg.judge == "llm" else None
     llm = llm or model_cfg.load(device)
-    ev_cfg = run.section("evaluate", EvaluateConfig)
-    embed = embed or TextEmbedder(ev_cfg, run.section("score", ScoreConfig), device)
     store = ActivationStore(run.run.out_dir / "activations")
-    endpoint = run.section("describe", DescribeConfig).summarizer.endpoint() if cfg.judge == "llm" else None
     rows: list[SteeringResultRow] = []
     chosen: dict[str, list[Candidate]] = {}
     with Catalog.open(run.run.catalog_path) as cat:
         saes = cat.rows(SaeRow)
         if not saes or not cat.count("method_concepts"):
             raise ConfigError("no named concepts in the catalog; run score and describe first")
-        t1 = table1_sae(saes, run.section("describe", DescribeConfig).table1_sae)
+        t1 = handover.table1(run, saes)
         sae = TopKSAE.load(t1.path, device=device).eval()
         clips = cat.rows(ClipRow)
-        refs = {(r.track, r.label): r.text for r in references(clips, ev_cfg)}
+        refs = {(r.track, r.label): r.text for r in references(clips, ev_cfg.reference_text, ev_cfg.reference_splits)}
         for mapping in cfg.mappings:
             source, target = mapping.split("->")
             track = track_of(clips, source, target)

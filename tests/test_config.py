@@ -56,13 +56,14 @@ def test_run_section_validation(tmp_path):
 def test_shipped_configs_parse_for_every_built_stage(name):
     """Every table in the shipped configs is valid for the stage that owns it."""
     from ard_core.models import ModelConfig
-    from precompute.extract import ExtractConfig
-
-    from precompute.describe import DescribeConfig
-    from precompute.evaluate import EvaluateConfig
-    from precompute.lens import LensConfig
-    from precompute.score import ScoreConfig
-    from precompute.steer_eval import SteerEvalConfig
+    from precompute.configs import (
+        DescribeConfig,
+        EvaluateConfig,
+        ExtractConfig,
+        LensConfig,
+        ScoreConfig,
+        SteerEvalConfig,
+    )
 
     run = RunConfig.load(REPO / "configs" / name)
     run.section("model", ModelConfig)

@@ -54,7 +54,6 @@ kind = "sources"
 sources = [{{ loader = "manifest", path = "{manifest}" }}]
 
 [extract]
-manifest = "run/dataset/manifest.csv"
 layers = [1, 2]
 batch_size = 4
 clips_per_shard = 8        # 3 shards
@@ -280,7 +279,7 @@ def test_killed_catalog_transaction_leaves_the_old_rows(tmp_path: Path) -> None:
 
 def test_a_stage_that_runs_again_unmarks_itself_and_every_later_stage(tmp_path: Path, monkeypatch) -> None:
     """A killed ``--from score`` must not leave describe..steer-eval marked done from the earlier run."""
-    from precompute import cli, run as run_mod
+    from precompute import run as run_mod
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[run]\nout_dir = "{tmp_path / "run"}"\n')
@@ -289,7 +288,6 @@ def test_a_stage_that_runs_again_unmarks_itself_and_every_later_stage(tmp_path: 
     stages.mkdir(parents=True)
     for s in PIPELINE:
         (stages / f"{s}.done").write_text(digest + "\n")
-    monkeypatch.setattr(cli, "stage_available", lambda name: True)
 
     def killed_in_score(stage: str, config: Path) -> int:
         if stage == "score":

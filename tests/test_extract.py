@@ -1,4 +1,5 @@
-"""Activation extraction: exact agreement with HF hidden states, resume, bad audio."""
+"""Activation extraction: exact agreement with HF hidden states, resume, bad audio, and the
+dataset stage's manifest as its only source of clips."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import torch
 
 from ard_core.catalog import ActivationIndexRow, Catalog
 from ard_core.config import RunConfig
-from ard_core.datasets import ClipRecord, save_manifest
+from ard_core.datasets import ClipRecord, load_manifest, save_manifest
 from ard_core.models import ModelConfig
 from ard_core.store import ActivationStore, shard_name
 from conftest import tone
-from precompute.extract import ExtractConfig, extract, extract_batch
+from precompute.configs import ExtractConfig
+from precompute.extract import extract, extract_batch
+from precompute.handover import StageOutputMissing
 
 
 def _write_corpus(folder: Path, n: int = 7, broken: bool = True) -> Path:
@@ -34,10 +37,12 @@ def _write_corpus(folder: Path, n: int = 7, broken: bool = True) -> Path:
 
 
 def _run(tmp_path: Path, model_dir: Path, manifest: Path, **extract_kw) -> RunConfig:
+    """A run whose dataset stage has written ``manifest``'s clips as its ``dataset/manifest.csv``."""
+    save_manifest(load_manifest(manifest), tmp_path / "run" / "dataset" / "manifest.csv")
     return RunConfig.from_raw({
         "run": {"name": "t", "out_dir": str(tmp_path / "run"), "device": "cpu"},
         "model": {"name_or_path": str(model_dir)},
-        "extract": {"manifest": str(manifest), **extract_kw},
+        "extract": extract_kw,
     })
 
 
@@ -129,6 +134,38 @@ def test_resume_after_interrupt_gives_same_shards(tmp_path, tiny_model_dir, tiny
         for f in sorted((ref_root / shard).iterdir()):
             assert (root / shard / f.name).read_bytes() == f.read_bytes(), f"{shard}/{f.name} differs"
     assert not any(p.name.endswith(".tmp") for p in root.iterdir())
+
+
+def test_clips_come_from_the_dataset_stages_manifest_with_the_same_absolute_paths(tmp_path, tiny_model_dir,
+                                                                                  tiny_llm):
+    """The run's copy of the manifest lies elsewhere (paths relative to it): the catalog gets the
+    same resolved paths as the original manifest's, in its order."""
+    (tmp_path / "corpus").mkdir()
+    manifest = _write_corpus(tmp_path / "corpus", n=3, broken=False)
+    run = _run(tmp_path / "elsewhere", tiny_model_dir, manifest, layers=[0])
+    assert (run.run.out_dir / "dataset" / "manifest.csv").read_text() != manifest.read_text()
+    extract(run, run.section("model", ModelConfig), run.section("extract", ExtractConfig), llm=tiny_llm)
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        paths = [r["path"] for r in cat.query("SELECT path FROM clips ORDER BY clip_id")]
+    assert paths == [str((tmp_path / "corpus" / f"c{i}.wav").resolve()) for i in range(3)]
+    assert paths == [str(r.path) for r in load_manifest(manifest)]
+
+
+def test_extract_without_the_dataset_stage_says_which_stage_to_run(tmp_path, tiny_model_dir, capsys):
+    run = RunConfig.from_raw({"run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
+                              "model": {"name_or_path": str(tiny_model_dir)}})
+    with pytest.raises(StageOutputMissing, match=r"dataset/manifest\.csv does not exist; run `python -m "
+                                                 r"precompute dataset --config"):
+        extract(run, run.section("model", ModelConfig), ExtractConfig(layers=[0]))
+    from precompute.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[run]\nout_dir = "{tmp_path / "run"}"\ndevice = "cpu"\n'
+                   f'[model]\nname_or_path = "{tiny_model_dir}"\n[extract]\nlayers = [0]\n')
+    assert main(["extract", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert f"run `python -m precompute dataset --config {cfg}` first" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "activations").exists()
 
 
 def test_drop_sinks_removes_high_norm_tokens():

@@ -10,7 +10,8 @@ from ard_core.config import RunConfig
 from ard_core.datasets import ClipRecord, save_manifest
 from ard_core.models import ModelConfig
 from conftest import tone
-from precompute.lens import LensConfig, lens
+from precompute.configs import LensConfig
+from precompute.lens import lens
 
 
 def test_lens_stage_writes_tables_and_figures(tmp_path, tiny_model_dir, tiny_llm):
@@ -19,11 +20,11 @@ def test_lens_stage_writes_tables_and_figures(tmp_path, tiny_model_dir, tiny_llm
         p = tmp_path / f"s{i}.wav"
         sf.write(p, tone(0.6, 150 + 40 * i, seed=i), 16000)
         recs.append(ClipRecord(f"s{i}", p, "t", "test", 0.6, {"gender": ["male", "female"][i % 2]}, "x"))
-    manifest = save_manifest(recs, tmp_path / "m.csv")
+    save_manifest(recs, tmp_path / "run" / "dataset" / "manifest.csv")  # as the dataset stage leaves it
     run = RunConfig.from_raw({"run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
                               "model": {"name_or_path": str(tiny_model_dir)}})
     cfg = LensConfig(tracks=["gender"], batch_size=5, enrich_gap=2, enrich_lambdas=[0.0, 1.0], random_seeds=2)
-    out = lens(run, run.section("model", ModelConfig), manifest, cfg, llm=tiny_llm)
+    out = lens(run, run.section("model", ModelConfig), cfg, llm=tiny_llm)
     text = (out / "README.md").read_text()
     assert "Table II" in text and "Pearson r" in text
     for png in ("fig2_formats.png", "fig3_correct_incorrect.png", "fig4_positions.png", "fig5_enrichment.png"):
@@ -62,11 +63,11 @@ def test_track_with_ambiguous_label_tokens_is_skipped(tmp_path, tiny_model_dir, 
         sf.write(p, tone(0.6, 200 + 50 * i, seed=i), 16000)
         labels = {"animal": ["cat", "cow"][i % 2]} if i < 4 else {"gender": ["male", "female"][i % 2]}
         recs.append(ClipRecord(f"a{i}", p, "t", "test", 0.6, labels, "x"))
-    manifest = save_manifest(recs, tmp_path / "m.csv")
+    save_manifest(recs, tmp_path / "run" / "dataset" / "manifest.csv")
     run = RunConfig.from_raw({"run": {"out_dir": str(tmp_path / "run"), "device": "cpu"}})
     cfg = LensConfig(tracks=["animal", "gender"], formats=["P3"], enrich_lambdas=[])
     with caplog.at_level(logging.WARNING):
-        lens(run, None, manifest, cfg, llm=tiny_llm)
+        lens(run, None, cfg, llm=tiny_llm)
     assert "track 'animal' skipped" in caplog.text
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
         assert [s.track for s in cat.rows(LensSummaryRow)] == ["gender"]

@@ -1,8 +1,7 @@
-"""The score stage on a tiny pipeline: streamed top clips equal a dense reference; catalog contents."""
+"""The score stage on a tiny pipeline: streamed top clips equal a dense reference; catalog contents;
+describe, evaluate and steer-eval read what the stages before them saved, not their config sections."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import pytest
@@ -10,21 +9,31 @@ import torch
 
 from ard_core.catalog import Catalog, FeatureExampleRow, FeatureRow, MethodScoreRow, SaeRow, sae_id_for
 from ard_core.config import RunConfig
+from ard_core.datasets import load_manifest, save_manifest
 from ard_core.models import ModelConfig
+from ard_core.retrieval import select_representatives
 from ard_core.sae import SaeConfig, TopKSAE
 from ard_core.store import ActivationStore
 from conftest import gender_tone_manifest
-from precompute.extract import ExtractConfig, extract
-from precompute.score import ScoreConfig, score, select
+from precompute import handover
+from precompute.configs import ExtractConfig, ScoreConfig
+from precompute.extract import extract
+from precompute.score import score
+
+# The config's [score].top_c; the score stage runs with a ScoreConfig of top_c = 10 instead, as
+# if [score] had been edited after scoring: the later stages must use the 10 that score kept.
+CONFIG_TOP_C = 3
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, tiny_model_dir, tiny_llm, tiny_clap_dir):
     tmp = tmp_path_factory.mktemp("score")
     manifest = gender_tone_manifest(tmp, "m.csv")
+    save_manifest(load_manifest(manifest), tmp / "run" / "dataset" / "manifest.csv")  # what the dataset stage leaves
     run = RunConfig.from_raw({"run": {"out_dir": str(tmp / "run"), "device": "cpu", "seed": 3},
                               "model": {"name_or_path": str(tiny_model_dir)},
-                              "extract": {"manifest": str(manifest), "layers": [1], "store_dtype": "float32"}})
+                              "extract": {"layers": [1], "store_dtype": "float32"},
+                              "score": {"top_c": CONFIG_TOP_C, "clap_model": "no/such/clap"}})
     extract(run, run.section("model", ModelConfig), run.section("extract", ExtractConfig), llm=tiny_llm)
     torch.manual_seed(0)
     sae = TopKSAE(SaeConfig(d_in=32, d_sae=64, k=6, model=tiny_llm.name, layer=1))
@@ -61,9 +70,10 @@ def test_encoding_in_token_chunks_selects_the_same_clips(scored):
     run, sae, sid, cfg = scored
     store = ActivationStore(run.run.out_dir / "activations")
     clips = set(store.clip_ids())
-    whole = select(store, 1, clips, 64, cfg, 3, sae, "whole")  # a batch is < encode_tokens tokens: one call
-    assert max(r.n_tokens for r in store.index(1)) * cfg.batch_clips < cfg.encode_tokens
-    chunked = select(store, 1, clips, 64, dataclasses.replace(cfg, encode_tokens=7), 3, sae, "chunks of 7")
+    kw = dict(p=cfg.p, methods=cfg.methods, seed=3, batch_clips=cfg.batch_clips)
+    whole = select_representatives(store, 1, clips, 64, sae, encode_tokens=cfg.encode_tokens, **kw)
+    assert max(r.n_tokens for r in store.index(1)) * cfg.batch_clips < cfg.encode_tokens  # so: one call
+    chunked = select_representatives(store, 1, clips, 64, sae, encode_tokens=7, **kw)
     assert chunked.n_tokens == whole.n_tokens and torch.equal(chunked.n_active, whole.n_active)
     for m in cfg.methods:
         for a, b in zip(whole.result(m), chunked.result(m)):
@@ -114,17 +124,36 @@ def _bag_of_words(texts):
 
 @pytest.fixture(scope="module")
 def described(scored, tiny_llm):
-    from precompute.describe import DescribeConfig, describe
+    from precompute.configs import DescribeConfig
+    from precompute.describe import describe
 
     run, sae, sid, cfg = scored
-    return describe(run, None, DescribeConfig(caption_max_new_tokens=4), cfg.top_c, llm=tiny_llm,
-                    summarizer=_FixedSummarizer())
+    return describe(run, None, DescribeConfig(caption_max_new_tokens=4), llm=tiny_llm, summarizer=_FixedSummarizer())
 
 
-def test_describe_and_evaluate(scored, described):
+@pytest.fixture(scope="module")
+def evaluated(scored, described):
+    from precompute.configs import EvaluateConfig
+    from precompute.evaluate import evaluate
+
+    run, sae, sid, cfg = scored
+    return evaluate(run, EvaluateConfig(gamma=0.7), embed=_bag_of_words)
+
+
+def test_describe_names_the_top_c_that_score_saved_not_the_configs(scored, described):
+    from ard_core.catalog import MethodConceptRow
+
+    run, sae, sid, cfg = scored
+    assert run.section("score", ScoreConfig).top_c == CONFIG_TOP_C != cfg.top_c
+    assert handover.load(run, ScoreConfig) == cfg
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        ard = cat.rows(MethodConceptRow, "method = 'ard'")
+    assert len(ard) == cfg.top_c
+    assert handover.load(run, handover.Table1Choice).sae_id == sid  # the one SAE, for evaluate and steer-eval
+
+
+def test_describe_and_evaluate(scored, described, evaluated):
     from ard_core.catalog import ClipCaptionRow, EvaluationRow, MethodConceptRow
-    from precompute.describe import DescribeConfig
-    from precompute.evaluate import EvaluateConfig, evaluate
 
     run, sae, sid, cfg = scored
     n = described
@@ -140,7 +169,7 @@ def test_describe_and_evaluate(scored, described):
                                                 "method = 'ard' AND feature IN (SELECT feature FROM features "
                                                 "WHERE name IS NOT NULL)")}
         assert tops <= captioned
-    out = evaluate(run, EvaluateConfig(gamma=0.7), cfg, DescribeConfig(), embed=_bag_of_words)
+    out = evaluated
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
         t1 = {(r.method, r.metric): r for r in cat.rows(EvaluationRow, "table_name = 'table1'")}
     # references: 'man speaking' (gender=male) and 'woman speaking' (female); every prediction says
@@ -152,9 +181,10 @@ def test_describe_and_evaluate(scored, described):
     assert "| AR&D |" in text and "gender" in text
 
 
-def test_steer_eval_table(scored, described, tiny_llm):
+def test_steer_eval_table(scored, evaluated, tiny_llm):
     from ard_core.catalog import SteeringResultRow
-    from precompute.steer_eval import SteerEvalConfig, predict, steer_eval
+    from precompute.configs import SteerEvalConfig
+    from precompute.steer_eval import steer_eval
 
     run, sae, sid, cfg = scored
     se = SteerEvalConfig(mappings=["male->female"], split="train", features_per_mapping=2, multiples=[1.0, 50.0])
@@ -167,3 +197,19 @@ def test_steer_eval_table(scored, described, tiny_llm):
     assert len({r.n for r in rows}) == 1  # the same movable source samples for every row
     text = (out / "README.md").read_text()
     assert "| AR&D |" in text and "male->female" in text
+
+
+def test_evaluate_embeds_with_the_clap_model_score_saved(scored, evaluated, tiny_clap_dir):
+    """The config's [score].clap_model names no model; evaluate must build its text embedder from
+    the score stage's saved copy (the tiny CLAP) and still produce every table."""
+    from ard_core.catalog import EvaluationRow
+    from precompute.configs import EvaluateConfig
+    from precompute.evaluate import evaluate
+
+    run, sae, sid, cfg = scored
+    assert run.section("score", ScoreConfig).clap_model == "no/such/clap"
+    assert handover.load(run, ScoreConfig).clap_model == str(tiny_clap_dir)
+    evaluate(run, EvaluateConfig(gamma=0.7))
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        tables = {r.table_name for r in cat.rows(EvaluationRow)}
+    assert {"table1", "table4", "track_match"} <= tables

@@ -2,15 +2,15 @@
 
 Every stage lives in its own module under ``precompute/`` and defines
 ``add_arguments(parser)`` and ``main(args) -> int``. The CLI only knows the
-table below; a stage whose module is not written yet is listed, and running it
-says so instead of failing with an import error.
+table below. Stage modules import :func:`add_config_argument` from here and never
+each other; what one stage hands the next is in :mod:`precompute.handover`.
+The shipped tiny models are built by ``python -m forge``, not here.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from typing import NamedTuple
@@ -18,34 +18,29 @@ from typing import NamedTuple
 
 class Stage(NamedTuple):
     module: str
+    """Module defining add_arguments(parser) and main(args)."""
     help: str
-    issue: int
+    """One line for ``--help``."""
 
 
-# Order matters: it is the order of ``run``.
+# The pipeline in the order ``run`` runs it (precompute.run.PIPELINE), then the two tools.
 STAGES: dict[str, Stage] = {
-    "dataset": Stage("precompute.dataset", "build the embedded mini corpus and its manifest", 3),
-    "train-tiny-audiollm": Stage("precompute.train_tiny_audiollm", "train the embedded tiny Qwen2-Audio model", 4),
-    "train-tiny-clap": Stage("precompute.train_tiny_clap", "train the embedded tiny CLAP model", 4),
-    "extract": Stage("precompute.extract", "capture residual-stream activations into the activation store", 2),
-    "train-sae": Stage("precompute.train_sae", "train TopK sparse autoencoders on stored activations", 5),
-    "score": Stage("precompute.score", "representativeness scores, top/bottom clips, monosemanticity", 6),
-    "describe": Stage("precompute.describe", "caption top clips and name each feature's concept", 6),
-    "evaluate": Stage("precompute.evaluate", "Hungarian-matched P/R/F1/mAP tables against references", 6),
-    "lens": Stage("precompute.lens", "AudioLens logit-lens analyses and layer enrichment", 7),
-    "steer": Stage("precompute.steer", "steer one clip by clamping SAE features and print both answers", 8),
-    "steer-eval": Stage("precompute.steer_eval", "steering sensitivity evaluation (Table 3)", 8),
-    "run": Stage("precompute.run", "run every built stage in order, resuming finished ones", 2),
+    "dataset": Stage("precompute.dataset", "verify the mini corpus (or load real datasets) into the run's manifest"),
+    "extract": Stage("precompute.extract", "capture residual-stream activations into the activation store"),
+    "train-sae": Stage("precompute.train_sae", "train TopK sparse autoencoders on stored activations"),
+    "score": Stage("precompute.score", "representativeness scores, top/bottom clips, monosemanticity"),
+    "describe": Stage("precompute.describe", "caption top clips and name each feature's concept"),
+    "evaluate": Stage("precompute.evaluate", "Hungarian-matched P/R/F1/mAP tables against references"),
+    "lens": Stage("precompute.lens", "AudioLens logit-lens analyses and layer enrichment"),
+    "steer-eval": Stage("precompute.steer_eval", "steering sensitivity evaluation (Table 3)"),
+    "steer": Stage("precompute.steer", "steer one clip by clamping SAE features and print both answers"),
+    "run": Stage("precompute.run", "run every pipeline stage in order, resuming finished ones"),
 }
 
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:
     """The ``--config`` option every stage takes."""
     p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
-
-
-def stage_available(name: str) -> bool:
-    return importlib.util.find_spec(STAGES[name].module) is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,19 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for name, stage in STAGES.items():
-        built = stage_available(name)
-        helptext = stage.help if built else f"{stage.help} [not built yet: issue {stage.issue}]"
-        module = None
-        if built:
-            try:
-                module = importlib.import_module(stage.module)
-            except Exception as exc:  # one broken stage must not hide the others
-                helptext = f"{stage.help} [cannot be imported: {type(exc).__name__}: {exc}]"
-        p = sub.add_parser(name, help=helptext, description=helptext)
-        if module is not None:
-            module.add_arguments(p)
-        else:
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        module = importlib.import_module(stage.module)
+        p = sub.add_parser(name, help=stage.help, description=stage.help)
+        module.add_arguments(p)
     return parser
 
 
@@ -84,15 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.stage:
         parser.print_help()
         return 2
-    stage = STAGES[args.stage]
-    if not stage_available(args.stage):
-        print(
-            f"stage '{args.stage}' is not built yet (tracked in issue {stage.issue}); "
-            f"built stages: {', '.join(n for n in STAGES if stage_available(n))}",
-            file=sys.stderr,
-        )
-        return 3
-    module = importlib.import_module(stage.module)
+    module = importlib.import_module(STAGES[args.stage].module)
     from ard_core.catalog import CatalogError
     from ard_core.config import ConfigError, RunConfig, apply_threads
 

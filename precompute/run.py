@@ -1,11 +1,10 @@
-"""Stage ``run``: every built pipeline stage in order, resumable stage by stage.
+"""Stage ``run``: every pipeline stage in order, resumable stage by stage.
 
 A stage that finishes writes ``OUT_DIR/stages/NAME.done`` holding the hash of the
 config file; the next ``run`` with the same config skips it (``--force`` redoes
 everything, ``--from STAGE`` redoes from STAGE on). Inside a stage, resumption is
 the stage's own business (extraction skips finished shards, SAE training resumes
-from its checkpoint, ...). Stages whose issue has not landed yet are reported and
-skipped, so ``make demo`` always runs what exists.
+from its checkpoint, ...).
 
 Crash safety: after ``kill -9`` at any instant, ``run`` again ends with the catalog and
 files an uninterrupted run makes. Stages write files atomically (``ard_core.durable``) and
@@ -26,13 +25,12 @@ from pathlib import Path
 
 from ard_core import durable
 from ard_core.config import RunConfig
-from precompute.cli import add_config_argument
+from precompute.cli import STAGES, add_config_argument
 
 log = logging.getLogger(__name__)
 
-# Stages run by ``run``, in order. The tiny-model trainers are developer tools
-# (their outputs ship in assets/) and ``steer`` needs an audio file, so they are
-# not part of it.
+# Stages run by ``run``, in order; each reads what the ones before it wrote (precompute.handover).
+# ``steer`` needs an audio file, so it is not part of it.
 PIPELINE = ["dataset", "extract", "train-sae", "score", "describe", "evaluate", "lens", "steer-eval"]
 
 
@@ -61,8 +59,6 @@ def invalidate_from(run: RunConfig, stage: str) -> None:
 
 def run_stage(stage: str, config: Path) -> int:
     """Run one stage exactly as ``python -m precompute STAGE --config CONFIG`` would."""
-    from precompute.cli import STAGES
-
     module = importlib.import_module(STAGES[stage].module)
     parser = argparse.ArgumentParser(prog=f"precompute {stage}")
     module.add_arguments(parser)
@@ -70,9 +66,7 @@ def run_stage(stage: str, config: Path) -> int:
 
 
 def run_all(config: Path, force: bool = False, start: str | None = None) -> list[tuple[str, str]]:
-    """Returns (stage, outcome) pairs; outcome in {done, skipped, not built, failed}."""
-    from precompute.cli import STAGES, stage_available
-
+    """Returns (stage, outcome) pairs; outcome in {done, skipped, failed}."""
     run = RunConfig.load(config)
     digest = config_hash(config)
     outcomes: list[tuple[str, str]] = []
@@ -80,10 +74,6 @@ def run_all(config: Path, force: bool = False, start: str | None = None) -> list
     for stage in PIPELINE:
         if start is not None and stage == start:
             redo = True
-        if not stage_available(stage):
-            print(f"[run] {stage}: not built yet (issue {STAGES[stage].issue}); skipped")
-            outcomes.append((stage, "not built"))
-            continue
         done = marker(run, stage)
         if not redo and done.is_file() and done.read_text().strip() == digest:
             print(f"[run] {stage}: already complete for this config; skipped (use --force or --from {stage})")

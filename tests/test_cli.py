@@ -1,29 +1,27 @@
-"""``python -m precompute``: lists the stages and reports unbuilt ones clearly."""
+"""``python -m precompute``: lists the pipeline stages, reports errors in one line, and its stage
+modules hand over through their outputs, never by importing each other."""
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from precompute.cli import STAGES, main, stage_available
+from precompute.cli import STAGES, main
+from precompute.run import PIPELINE
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_help_lists_every_stage():
+def test_help_lists_the_pipeline_stages_and_the_steer_tool_only():
     out = subprocess.run([sys.executable, "-m", "precompute", "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for name in STAGES:
-        assert name in out.stdout
-
-
-def test_unbuilt_stage_says_so(capsys, monkeypatch):
-    from precompute import cli
-
-    monkeypatch.setitem(cli.STAGES, "score", cli.Stage("precompute.not_a_module", "x", 99))
-    assert main(["score"]) == 3
-    assert "not built yet (tracked in issue 99)" in capsys.readouterr().err
+    listed = re.findall(r"^    (\S+)", out.stdout, flags=re.M)  # one "    NAME  help" line per stage
+    assert listed == [*PIPELINE, "steer", "run"]
+    assert set(STAGES) == set(listed)
+    assert "train-tiny" not in out.stdout and "not built" not in out.stdout
 
 
 def test_config_errors_exit_cleanly(tmp_path, capsys):
@@ -33,14 +31,39 @@ def test_config_errors_exit_cleanly(tmp_path, capsys):
     assert "unknown key(s) ['layerz']" in capsys.readouterr().err
 
 
-def test_extract_is_built():
-    assert stage_available("extract")
-
-
 def test_missing_files_give_one_clean_line(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[run]\nout_dir = "{tmp_path / "run"}"\n[model]\nname_or_path = "{tmp_path / "nomodel"}"\n'
-                   f'[extract]\nmanifest = "{tmp_path / "none.csv"}"\n')
+    cfg.write_text(f'[run]\nout_dir = "{tmp_path / "run"}"\n[model]\nname_or_path = "{tmp_path / "nomodel"}"\n')
     assert main(["score", "--config", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert "error in stage 'score'" in err and "Traceback" not in err
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}  # from precompute import score
+    return names
+
+
+def test_no_stage_module_imports_another():
+    stage_modules = {s.module for s in STAGES.values()}
+    assert len(stage_modules) == len(STAGES) >= 10
+    offenders = {}
+    for module in sorted(stage_modules):
+        path = REPO / (module.replace(".", "/") + ".py")
+        others = _imported_modules(path) & (stage_modules - {module})
+        if others:
+            offenders[module] = sorted(others)
+    assert not offenders, f"stage modules importing other stage modules: {offenders}"
+
+
+def test_the_import_check_sees_imports_inside_functions(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    from precompute import score\n    import precompute.describe as d\n")
+    assert {"precompute.score", "precompute.describe"} <= _imported_modules(src)

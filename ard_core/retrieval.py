@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 

@@ -25,8 +25,6 @@ class Stage(NamedTuple):
 # Order matters: it is the order of ``run``.
 STAGES: dict[str, Stage] = {
     "dataset": Stage("precompute.dataset", "build the embedded mini corpus and its manifest", 3),
-    "train-tiny-audiollm": Stage("precompute.train_tiny_audiollm", "train the embedded tiny Qwen2-Audio model", 4),
-    "train-tiny-clap": Stage("precompute.train_tiny_clap", "train the embedded tiny CLAP model", 4),
     "extract": Stage("precompute.extract", "capture residual-stream activations into the activation store", 2),
     "train-sae": Stage("precompute.train_sae", "train TopK sparse autoencoders on stored activations", 5),
     "score": Stage("precompute.score", "representativeness scores, top/bottom clips, monosemanticity", 6),

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from ard_core.clap import ClapEmbedder, HFClap, MSClap, load_clap, shim_encode_plus
-from precompute.train_tiny_clap import (
-    TinyClapConfig, build_clap_model, build_clap_processor, build_clap_tokenizer, distinct_caption_batch,
-    recall_at_k,
-)
+from forge.measure import evaluate_clap, recall_at_k
+from forge.tiny_clap.config import TinyClapConfig
+from forge.tiny_clap.recipe import build_clap_model, build_clap_processor, build_clap_tokenizer
+from forge.tiny_clap.train import distinct_caption_batch, train_clap
 from conftest import tone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,12 +172,10 @@ MANIFEST = REPO / "assets" / "corpus" / "manifest.csv"
 
 
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file() or not MANIFEST.is_file(),
-                    reason="shipped tiny CLAP or mini corpus not built (python -m precompute train-tiny-clap)")
+                    reason="shipped tiny CLAP or mini corpus not built (python -m forge tiny-clap)")
 def test_shipped_tiny_clap_loads_offline_and_retrieves_above_chance(monkeypatch: pytest.MonkeyPatch) -> None:
     from ard_core.audio import iter_audio
     from ard_core.datasets import load_manifest
-    from precompute.train_tiny_clap import evaluate_clap
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     emb = load_clap("hf", SHIPPED)
     recs = [r for r in load_manifest(MANIFEST) if r.split == "test" and "animal" in r.labels]
@@ -192,7 +190,6 @@ def test_tiny_clap_training_runs_and_saves_a_loadable_model(tmp_path: Path) -> N
 
     from ard_core.audio import save_audio
     from ard_core.datasets import ClipRecord
-    from precompute.train_tiny_clap import train_clap
 
     recs = []
     for i in range(24):

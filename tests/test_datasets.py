@@ -13,10 +13,10 @@ import pytest
 from ard_core.config import ConfigError, RunConfig
 from ard_core.datasets import TRACKS, ClipRecord, load_manifest, manifest_hash, save_manifest
 from ard_core.datasets.loaders import (
-    DatasetFormatError, load_audiobench, load_fsd50k, load_folder, load_iemocap, load_sakura,
-    load_wavcaps,
+    load_audiobench, load_fsd50k, load_folder, load_iemocap, load_sakura, load_wavcaps,
 )
 from ard_core.datasets.manifest import MANIFEST_COLUMNS, ManifestError
+from ard_core.datasets.metadata import DatasetFormatError
 
 DATA = Path(__file__).parent / "data" / "datasets"
 

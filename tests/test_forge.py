@@ -86,3 +86,66 @@ def test_config_errors_exit_2_with_the_message(tmp_path: Path) -> None:
     bad = tmp_path / "forge.toml"
     bad.write_text("[forge]\nthreads = 0\n")
     assert main(["eval", "--config", str(bad)]) == 2
+
+
+SMALL_AUDIOLLM = """
+[tiny_audiollm]
+manifest = "{manifest}"
+out_dir = "{out}"
+steps_encoder = 2
+steps = 3
+batch_size = 4
+encoder_batch_size = 4
+warmup_steps = 1
+eval_every = 2
+monitor_clips = 2
+
+[tiny_audiollm.arch]
+vocab_size = 512
+chunk_length_s = 2
+audio_d_model = 32
+audio_layers = 1
+audio_heads = 2
+audio_ffn = 64
+text_hidden = 32
+text_layers = 2
+text_ffn = 64
+"""
+
+SMALL_CLAP = """
+[tiny_clap]
+manifest = "{manifest}"
+out_dir = "{out}"
+audio_steps = 2
+steps = 3
+batch_size = 2
+warmup_steps = 1
+n_mels = 32
+audio_width = 16
+text_hidden = 32
+text_layers = 1
+text_heads = 2
+projection_dim = 16
+vocab_size = 300
+chunk_length_s = 2
+"""
+
+
+@pytest.mark.parametrize("verb, table, card", [("tiny-audiollm", SMALL_AUDIOLLM, audiollm_card),
+                                               ("tiny-clap", SMALL_CLAP, clap_card)])
+def test_training_verbs_train_measure_and_write_the_card(tmp_path: Path, verb: str, table: str, card) -> None:
+    """The verb end to end on a tiny config: [forge].seed reaches the trainer, and the card is the template's."""
+    from conftest import gender_tone_manifest
+    from forge.cli import main
+
+    manifest = gender_tone_manifest(tmp_path)
+    out = tmp_path / "model"
+    config = tmp_path / "forge.toml"
+    config.write_text("[forge]\nseed = 7\n" + table.format(manifest=manifest, out=out))
+    assert main([verb, "--config", str(config)]) == 0
+    assert json.loads((out / "train_summary.json").read_text())["seed"] == 7
+    result = json.loads((out / "eval.json").read_text())
+    assert result["split"] == "test"
+    readme = (out / "README.md").read_text()
+    assert readme == render_card(verb.replace("-", "_"), card.card_values(out, result))
+    assert f"python -m forge {verb}" in readme

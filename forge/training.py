@@ -5,7 +5,8 @@
   per-token) output, the signal that lets a from-scratch encoder learn the harder
   tracks in minutes; they are training aids and never saved;
 - schedule: :func:`cosine_lr` driven by the larger of step and wall-clock progress
-  (:class:`Budget`), so a busy CPU gives fewer steps, not an unfinished schedule.
+  (:class:`Budget`), so a busy CPU gives fewer steps, not an unfinished schedule;
+  :func:`set_lr` and :func:`optimizer_step` (clipped) are the step both loops take.
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ def cosine_lr(step: int, total: int, warmup: int, peak: float, time_progress: fl
         return peak * (step + 1) / warmup
     progress = max((step - warmup) / max(1, total - warmup), time_progress)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's rate for this step, on every parameter group."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
+    """Backward, clip the gradient norm at 1.0, step: the update of every phase of both models."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
 
 
 class Budget:

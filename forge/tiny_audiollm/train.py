@@ -60,7 +60,7 @@ from forge.tiny_audiollm.recipe import (
     build_config, build_model, build_processor, check_single_token_labels, save_tiny, tokenizer_texts,
     train_tokenizer,
 )
-from forge.training import Budget, TrackHeads, corpus_label_sets, cosine_lr
+from forge.training import Budget, TrackHeads, corpus_label_sets, cosine_lr, optimizer_step, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -181,18 +181,6 @@ def prepare(cfg: TinyAudioLLMConfig, seed: int, train_records: Sequence[ClipReco
                  n_params, len(tokenizer))
 
 
-def _optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-
-
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
-
-
 def encoder_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train_log: TrainLog,
                   history: list[StepLoss], t_start: float, progress: bool) -> PhaseResult:
     """Phase 1: the audio encoder and the heads, on whole clips (no text)."""
@@ -207,7 +195,7 @@ def encoder_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train
         if budget.over():
             return PhaseResult(done, True)
         lr = cosine_lr(step, cfg.steps_encoder, cfg.warmup_steps, cfg.encoder_lr, budget.progress())
-        _set_lr(opt, lr)
+        set_lr(opt, lr)
         idx = torch.randint(0, n_train, (cfg.encoder_batch_size,), generator=gen)
         nf = s.feats.n_frames[idx]
         mel = s.feats.mel[idx].float()
@@ -216,7 +204,7 @@ def encoder_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train
         fam = (torch.arange(mel.shape[-1])[None, :] < nf[:, None]).long()
         states, lengths = encoder_states(s.model, mel, fam)
         loss, accs = _heads_loss(cfg, s, states, lengths, idx)
-        _optimizer_step(opt, loss, params)
+        optimizer_step(opt, loss, params)
         done = step + 1
         history.append(StepLoss("encoder", step, float("nan"), loss.item()))
         if step % 10 == 0:
@@ -254,7 +242,7 @@ def joint_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train_l
                 return PhaseResult(done, True)
             model.train()  # the probe monitor sets eval()
             lr = cosine_lr(step, cfg.steps, cfg.warmup_steps, cfg.lr, budget.progress())
-            _set_lr(opt, lr)
+            set_lr(opt, lr)
             batch = collate([s.sampler.sample() for _ in range(cfg.batch_size)], s.feats, pad_id, audio_id,
                             gen if cfg.spec_augment else None)
             idx = batch.pop("clip_index")
@@ -264,7 +252,7 @@ def joint_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train_l
             _, lengths = model.model.audio_tower._get_feat_extract_output_lengths(
                 batch["feature_attention_mask"].sum(-1))
             l_aux, accs = _heads_loss(cfg, s, hook_out["states"], lengths, idx)
-            _optimizer_step(opt, l_lm + cfg.aux_weight * l_aux, params)
+            optimizer_step(opt, l_lm + cfg.aux_weight * l_aux, params)
             done = step + 1
             history.append(StepLoss("joint", step, l_lm.item(), l_aux.item()))
             if step % 10 == 0:

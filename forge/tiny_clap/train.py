@@ -40,7 +40,7 @@ from ard_core.datasets import ClipRecord, load_manifest
 from forge.config import ForgeSection, add_config_argument
 from forge.tiny_clap.config import TinyClapConfig
 from forge.tiny_clap.recipe import build_clap_model, build_clap_processor, build_clap_tokenizer
-from forge.training import Budget, TrackHeads, corpus_label_sets, cosine_lr
+from forge.training import Budget, TrackHeads, corpus_label_sets, cosine_lr, optimizer_step, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -149,18 +149,6 @@ class Phase(NamedTuple):
     """The phase ended at its share of the wall-clock budget, before its step count."""
 
 
-def _optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: list[nn.Parameter]) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-
-
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
-
-
 def prepare_clap(cfg: TinyClapConfig, seed: int, train_records: Sequence[ClipRecord]) -> ClapSetup:
     """Train the tokenizer, build model + heads, cache the features of the captioned clips."""
     captions = [r.caption for r in train_records if r.caption.strip()]
@@ -222,12 +210,12 @@ def audio_phase(cfg: TinyClapConfig, s: ClapSetup, gen: torch.Generator, gen_idx
         if budget.over():
             return Phase(done, True)
         lr = cosine_lr(step, cfg.audio_steps, cfg.warmup_steps, cfg.lr, budget.progress())
-        _set_lr(opt, lr)
+        set_lr(opt, lr)
         idx = torch.randint(0, len(s.data.records), (cfg.batch_size,), generator=gen_idx)
         feats = _mask(s.data.features[idx], gen) if cfg.spec_augment else s.data.features[idx]
         aux, _ = s.heads.loss(s.model.audio_model(input_features=feats).pooler_output,
                               {t: v[idx] for t, v in s.targets.items()})
-        _optimizer_step(opt, aux, params)
+        optimizer_step(opt, aux, params)
         done = step + 1
         if step % 10 == 0:
             log_row("audio", step, f"{lr:.2e}", f"{aux.item():.4f}", "", f"{aux.item():.4f}", "")
@@ -245,7 +233,7 @@ def contrastive_phase(cfg: TinyClapConfig, s: ClapSetup, gen: torch.Generator, r
         if budget.over():
             return Phase(done, True)
         lr = cosine_lr(step, cfg.steps, cfg.warmup_steps, cfg.lr, budget.progress())
-        _set_lr(opt, lr)
+        set_lr(opt, lr)
         idx = distinct_caption_batch(s.data.captions, cfg.batch_size, rng, s.weights)
         feats = _mask(s.data.features[idx], gen) if cfg.spec_augment else s.data.features[idx]
         tok = s.tokenizer([s.data.captions[i] for i in idx], padding=True, truncation=True,
@@ -254,7 +242,7 @@ def contrastive_phase(cfg: TinyClapConfig, s: ClapSetup, gen: torch.Generator, r
                       input_features=feats, return_loss=True)
         aux, _ = s.heads.loss(out.audio_model_output.pooler_output, {t: v[idx] for t, v in s.targets.items()})
         loss = out.loss + cfg.aux_weight * aux
-        _optimizer_step(opt, loss, params)
+        optimizer_step(opt, loss, params)
         losses.append(out.loss.item())
         done = step + 1
         if step % 10 == 0:

@@ -1,11 +1,11 @@
 """``python -m precompute dataset``: the probing dataset of a run.
 
 kind = "mini" (the embedded default): the corpus committed under
-``[dataset].corpus_dir`` is verified against ``[dataset.mini]`` (settings,
-manifest hash, every file's rate/channels/duration) and its manifest is copied
-into the run directory; nothing is synthesized, so no root or espeak-ng is
-needed. ``--rebuild`` regenerates the corpus from scratch into ``corpus_dir``
-(needs Debian's ``espeak-ng`` for the speech clips; see assets/corpus/DATA.md).
+``[dataset].corpus_dir`` is verified against its own ``build.json`` (manifest
+hash, every file's rate/channels/duration; :mod:`ard_core.datasets.corpus`)
+and its manifest is copied into the run directory; nothing is synthesized, so
+no root or espeak-ng is needed. Building the corpus is the asset factory's job
+(``python -m forge corpus``; see assets/corpus/DATA.md).
 
 kind = "sources": the real datasets listed as ``[[dataset.sources]]`` tables
 (``loader = "wavcaps" | "iemocap" | "fsd50k" | "sakura" | "audiobench" |
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ard_core.config import ConfigError, RunConfig, from_dict, save_json
+from ard_core.config import ConfigError, RunConfig, save_json
 from ard_core.datasets import TRACKS, ClipRecord, manifest_hash, save_manifest
+from ard_core.datasets.corpus import CorpusMismatch, verify_corpus
 from ard_core.datasets.loaders import LOADERS
-from ard_core.datasets.mini import CorpusMismatch, MiniCorpusConfig, build_corpus, verify_corpus
 from ard_core.durable import write_text
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,12 @@ class DatasetConfig:
     kind: str = "mini"
     """'mini' (the embedded corpus) or 'sources' (real datasets listed in [[dataset.sources]])."""
     corpus_dir: Path = Path("assets/corpus")
-    """Folder of the built mini corpus (manifest.csv, build.json, clips/, sources/)."""
-    sources_dir: Path = Path("assets/corpus/sources")
-    """Real recordings the mini corpus is made from (animals/*.mp3, sfx/*.wav); read by --rebuild."""
-    mini: MiniCorpusConfig = field(default_factory=MiniCorpusConfig)
-    """Build settings of the mini corpus ([dataset.mini])."""
+    """Folder of the mini corpus built by ``python -m forge corpus`` (manifest.csv, build.json, clips/)."""
     sources: list[dict[str, Any]] = field(default_factory=list)
     """For kind='sources': tables with 'loader' and that loader's keyword arguments."""
 
     def __post_init__(self) -> None:
-        self.corpus_dir, self.sources_dir = Path(self.corpus_dir), Path(self.sources_dir)
-        if isinstance(self.mini, dict):
-            self.mini = from_dict(MiniCorpusConfig, self.mini, where="dataset.mini")
+        self.corpus_dir = Path(self.corpus_dir)
         if self.kind not in ("mini", "sources"):
             raise ConfigError(f"[dataset].kind {self.kind!r}: use 'mini' or 'sources'")
         if self.kind == "sources" and not self.sources:
@@ -105,9 +99,6 @@ def summarize(records: list[ClipRecord]) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="run config (TOML)")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="regenerate the mini corpus from scratch into [dataset].corpus_dir "
-                             "(needs espeak-ng; see assets/corpus/DATA.md)")
     parser.add_argument("--decode", action="store_true",
                         help="when verifying, decode every clip fully instead of reading headers")
 
@@ -117,15 +108,12 @@ def main(args: argparse.Namespace) -> int:
     dcfg = cfg.section("dataset", DatasetConfig)
     out = cfg.run.out_dir / "dataset"
     if dcfg.kind == "mini":
-        if args.rebuild:
-            records = build_corpus(dcfg.mini, dcfg.corpus_dir, dcfg.sources_dir)
-        else:
-            try:
-                records = verify_corpus(dcfg.mini, dcfg.corpus_dir, decode=args.decode)
-            except CorpusMismatch as exc:
-                log.error("%s", exc)
-                return 1
-            log.info("verified %d clips of the corpus in %s", len(records), dcfg.corpus_dir)
+        try:
+            records = verify_corpus(dcfg.corpus_dir, decode=args.decode)
+        except CorpusMismatch as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("verified %d clips of the corpus in %s", len(records), dcfg.corpus_dir)
     else:
         records = load_sources(dcfg.sources)
     manifest = save_manifest(records, out / "manifest.csv")

@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny random Qwen2-Audio built from configs (no downloads),
-synthetic audio, and a temporary catalog."""
+"""Shared fixtures: a tiny random Qwen2-Audio and a tiny random CLAP built by the shipped
+models' recipes (``forge``) at test size (no downloads), and synthetic audio."""
 
 from __future__ import annotations
 
@@ -12,57 +12,25 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
-
 
 def build_tiny_qwen2_audio(folder: Path, n_layers: int = 4, d_model: int = 32, seed: int = 0) -> Path:
-    """Save a random tiny Qwen2-Audio (model + processor) to ``folder``."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2AudioConfig,
-        Qwen2AudioForConditionalGeneration,
-        Qwen2AudioProcessor,
-        WhisperFeatureExtractor,
+    """Save a random tiny Qwen2-Audio (model + processor) to ``folder``: the shipped model's recipe
+    (:mod:`forge.tiny_audiollm.recipe`) at test size, with a tokenizer trained on the prompts of
+    the speech tracks so that every speech label is one token."""
+    from ard_core.datasets import LABEL_VOCAB
+    from forge.tiny_audiollm.recipe import (
+        TinyArch, build_config, build_model, build_processor, check_single_token_labels, save_tiny, tokenizer_texts,
+        train_tokenizer,
     )
 
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = [
-        "system You are a helpful assistant. user assistant Audio 1: ",
-        "What is the gender of the speaker in the speech? The speaker's gender is male female",
-        "Generate a detailed caption for the audio clip. a dog barking a woman speaking",
-    ]
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        model_input_names=["input_ids", "attention_mask"],
-        additional_special_tokens=SPECIALS[1:],
-    )
-    fe = WhisperFeatureExtractor(feature_size=128, chunk_length=2, sampling_rate=16000)
-    processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer)
-    vocab = len(tokenizer)
-    config = Qwen2AudioConfig(
-        audio_config=dict(d_model=d_model, encoder_layers=1, encoder_attention_heads=2,
-                          encoder_ffn_dim=2 * d_model, num_mel_bins=128, max_source_positions=100),
-        text_config=dict(model_type="qwen2", vocab_size=vocab, hidden_size=d_model,
-                         intermediate_size=2 * d_model, num_hidden_layers=n_layers,
-                         num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512, tie_word_embeddings=False),
-        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-    )
-    torch.manual_seed(seed)
-    model = Qwen2AudioForConditionalGeneration(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    arch = TinyArch(vocab_size=512, chunk_length_s=2, audio_d_model=d_model, audio_layers=1, audio_heads=2,
+                    audio_ffn=2 * d_model, text_hidden=d_model, text_layers=n_layers, text_heads=4,
+                    text_kv_heads=2, text_ffn=2 * d_model)
+    captions = ["a dog barking", "a man speaking English", "a woman speaking German in a sad voice"]
+    tokenizer = train_tokenizer(tokenizer_texts(LABEL_VOCAB, captions, label_repeats=20), arch.vocab_size)
+    check_single_token_labels(tokenizer, LABEL_VOCAB)
+    model = build_model(build_config(arch, tokenizer), seed).eval()
+    return save_tiny(model, build_processor(tokenizer, arch), folder)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +52,6 @@ def tone(seconds: float, freq: float = 440.0, sr: int = 16000, noise: float = 0.
     return (0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)).astype(np.float32)
 
 
-
 def gender_tone_manifest(folder: Path, name: str = "manifest.csv", n: int = 24) -> Path:
     """``n`` short tones of varied pitch, length and noise, labelled male/female in turn and spread
     over train/probe/test: a manifest small enough for whole-stage tests."""
@@ -100,37 +67,21 @@ def gender_tone_manifest(folder: Path, name: str = "manifest.csv", n: int = 24) 
                                {"gender": ["male", "female"][i % 2]}, ["a man", "a woman"][i % 2] + " speaking"))
     return save_manifest(recs, folder / name)
 
-def build_tiny_clap(folder: Path, seed: int = 0) -> Path:
-    """Save a random tiny LAION-style ClapModel (+ processor) to ``folder``."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizerFast
+CLAP_CAPTIONS = ["a man speaking", "a woman speaking", "a dog barking", "a cat meowing", "a siren wailing",
+                 "a man speaking English", "rain falling"]
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok.train_from_iterator(["a man speaking", "a woman speaking", "a dog barking", "a siren wailing"],
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")))
-    tokenizer = RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                     unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
-    # 32 mel bins and spec_size 128: HTSAT folds time into frequency by 128 // 32 = 4, so up to
-    # 512 frames (~5 s at hop 480 / 48 kHz) fit; "rand_trunc" gives the 1-channel input.
-    fe = ClapFeatureExtractor(feature_size=32, sampling_rate=48000, max_length_s=2, fft_window_size=1024,
-                              hop_length=480, truncation="rand_trunc", padding="repeatpad")
-    config = ClapConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id),
-        audio_config=dict(num_mel_bins=32, spec_size=128, patch_size=4, patch_stride=[4, 4], window_size=4,
-                          patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2], hidden_size=32,
-                          enable_fusion=False),
-        projection_dim=16,
-    )
-    torch.manual_seed(seed)
-    ClapModel(config).eval().save_pretrained(folder)
-    ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(folder)
+
+def build_tiny_clap(folder: Path, seed: int = 0) -> Path:
+    """Save a random tiny CLAP (model + 16 kHz processor) to ``folder``: the shipped model's recipe
+    (:mod:`forge.tiny_clap.recipe`) at test size; loads with ``load_clap("hf", folder)``."""
+    from forge.tiny_clap.config import TinyClapConfig
+    from forge.tiny_clap.recipe import build_clap_model, build_clap_processor, build_clap_tokenizer
+
+    cfg = TinyClapConfig(n_mels=32, audio_width=16, text_hidden=32, text_layers=1, text_heads=2,
+                         projection_dim=24, vocab_size=300)
+    tokenizer = build_clap_tokenizer(CLAP_CAPTIONS * 5, cfg.vocab_size)
+    build_clap_model(cfg, tokenizer, seed).eval().save_pretrained(folder)
+    build_clap_processor(tokenizer, cfg).save_pretrained(folder)
     return folder
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from ard_core.clap import ClapEmbedder, HFClap, MSClap, load_clap, shim_encode_plus
-from precompute.train_tiny_clap import (
-    TinyClapConfig, build_clap_model, build_clap_processor, build_clap_tokenizer, distinct_caption_batch,
-    recall_at_k,
-)
+from forge.measure import evaluate_clap, recall_at_k
+from forge.tiny_clap.config import TinyClapConfig
+from forge.tiny_clap.recipe import build_clap_tokenizer
+from forge.tiny_clap.train import distinct_caption_batch, train_clap
 from conftest import tone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,20 +22,24 @@ CAPTIONS = ["a dog barking", "a cat meowing", "a man speaking English", "rain fa
 
 
 @pytest.fixture(scope="module")
-def recipe_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random tiny ClapModel + processor from the tiny-CLAP recipe (16 kHz), saved like the shipped one."""
-    cfg = TinyClapConfig(n_mels=32, audio_width=16, text_hidden=32, text_layers=1, text_heads=2,
-                         projection_dim=24, vocab_size=300)
-    tok = build_clap_tokenizer(CAPTIONS * 5, cfg.vocab_size)
-    folder = tmp_path_factory.mktemp("tiny-clap")
-    build_clap_model(cfg, tok, seed=0).save_pretrained(folder)
-    build_clap_processor(tok, cfg).save_pretrained(folder)
-    return folder
+def clap(tiny_clap_dir: Path) -> HFClap:
+    """conftest's random tiny CLAP: the shipped model's recipe at test size (16 kHz, 24-d)."""
+    return load_clap("hf", tiny_clap_dir)
 
 
 @pytest.fixture(scope="module")
-def clap(recipe_clap_dir: Path) -> HFClap:
-    return load_clap("hf", recipe_clap_dir)
+def laion_rate_clap_dir(tiny_clap_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model behind a LAION-style 48 kHz feature extractor (10 ms hop at 48 kHz), as
+    ``laion/clap-htsat-unfused`` ships: 32 bins x 201 frames still fit its 128 x 128 Swin input."""
+    from transformers import ClapFeatureExtractor, ClapModel, ClapProcessor
+
+    folder = tmp_path_factory.mktemp("tiny-clap-48k")
+    ClapModel.from_pretrained(tiny_clap_dir).save_pretrained(folder)
+    fe = ClapFeatureExtractor(feature_size=32, sampling_rate=48000, max_length_s=2, fft_window_size=1024,
+                              hop_length=480, truncation="rand_trunc", padding="repeatpad")
+    ClapProcessor(feature_extractor=fe, tokenizer=ClapProcessor.from_pretrained(tiny_clap_dir).tokenizer
+                  ).save_pretrained(folder)
+    return folder
 
 
 def test_hf_backend_shapes_and_unit_norm(clap: HFClap) -> None:
@@ -65,11 +69,11 @@ def test_hf_backend_matches_the_model_called_directly(clap: HFClap) -> None:
     np.testing.assert_allclose(t1, t2, atol=1e-5)
 
 
-def test_hf_backend_resamples_16k_input_to_the_model_rate(tiny_clap_dir: Path) -> None:
-    """conftest's LAION-style CLAP reads 48 kHz: 16 kHz input must be resampled, not reinterpreted."""
+def test_hf_backend_resamples_16k_input_to_the_model_rate(laion_rate_clap_dir: Path) -> None:
+    """A LAION-style CLAP reads 48 kHz: 16 kHz input must be resampled, not reinterpreted."""
     import librosa
 
-    emb = load_clap("hf", tiny_clap_dir)
+    emb = load_clap("hf", laion_rate_clap_dir)
     assert emb.sampling_rate == 48_000
     wave = tone(1.0, 440)
     got = emb.embed_audio([wave], progress=False)
@@ -172,12 +176,10 @@ MANIFEST = REPO / "assets" / "corpus" / "manifest.csv"
 
 
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file() or not MANIFEST.is_file(),
-                    reason="shipped tiny CLAP or mini corpus not built (python -m precompute train-tiny-clap)")
+                    reason="shipped tiny CLAP or mini corpus not built (python -m forge tiny-clap)")
 def test_shipped_tiny_clap_loads_offline_and_retrieves_above_chance(monkeypatch: pytest.MonkeyPatch) -> None:
     from ard_core.audio import iter_audio
     from ard_core.datasets import load_manifest
-    from precompute.train_tiny_clap import evaluate_clap
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     emb = load_clap("hf", SHIPPED)
     recs = [r for r in load_manifest(MANIFEST) if r.split == "test" and "animal" in r.labels]
@@ -192,7 +194,6 @@ def test_tiny_clap_training_runs_and_saves_a_loadable_model(tmp_path: Path) -> N
 
     from ard_core.audio import save_audio
     from ard_core.datasets import ClipRecord
-    from precompute.train_tiny_clap import train_clap
 
     recs = []
     for i in range(24):

@@ -1,4 +1,4 @@
-"""The committed mini corpus (assets/corpus) and its builder.
+"""The committed mini corpus (assets/corpus), its verification, and its builder (forge.corpus).
 
 The tests on the committed files run everywhere; rebuilding speech needs
 espeak-ng and is skipped, with the reason, where it is missing. Determinism of
@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ard_core.audio import audio_info, load_audio
+from ard_core.audio import audio_info, load_audio, save_audio
+from ard_core.config import ConfigError, RunConfig
 from ard_core.datasets import LABEL_VOCAB, SPLITS, TRACKS, load_manifest, manifest_hash
-from ard_core.datasets import speech
-from ard_core.datasets.mini import (
-    EVENT_CLASSES, SFX_CLASSES, CorpusMismatch, MiniCorpusConfig, _clip_rng, build_corpus,
-    corpus_config_from_info, log_mel, mean_pairwise_correlation, plan_corpus, verify_corpus,
-    within_class_correlation,
-)
+from ard_core.datasets.corpus import CorpusMismatch, verify_corpus
+from forge.corpus import speech
+from forge.corpus.build import build_corpus, corpus_config_from_info
+from forge.corpus.config import CorpusConfig, MiniCorpusConfig
+from forge.corpus.plan import EVENT_CLASSES, SFX_CLASSES, clip_rng, plan_corpus
+from forge.corpus.quality import log_mel, mean_pairwise_correlation, within_class_correlation
 
-CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "assets" / "corpus"
 SOURCES = CORPUS / "sources"
 needs_espeak = pytest.mark.skipif(not speech.espeak_available(),
                                   reason="espeak-ng is not installed (apt-get install espeak-ng)")
@@ -45,9 +47,42 @@ def cfg() -> MiniCorpusConfig:
 
 
 def test_committed_corpus_matches_its_build_record(cfg: MiniCorpusConfig) -> None:
-    assert len(verify_corpus(cfg, CORPUS)) == json.loads((CORPUS / "build.json").read_text())["n_clips"]
-    with pytest.raises(CorpusMismatch, match="rebuild"):
-        verify_corpus(MiniCorpusConfig(seed=cfg.seed + 1), CORPUS)
+    assert len(verify_corpus(CORPUS)) == json.loads((CORPUS / "build.json").read_text())["n_clips"]
+
+
+def test_forge_config_is_what_built_the_committed_corpus(cfg: MiniCorpusConfig) -> None:
+    """configs/forge.toml rebuilds the committed corpus: its [corpus.build] equals build.json's settings."""
+    corpus = RunConfig.load(REPO / "configs" / "forge.toml").section("corpus", CorpusConfig)
+    assert corpus.build == cfg and corpus.out_dir == Path("assets/corpus")
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[corpus.build]\nmax_duration_s = 0.2", "max_duration_s"),
+    ("[corpus.build]\ngroups = ['speech', 'music']", "groups"),
+    ("[corpus]\nrebuild = true", "unknown key"),
+])
+def test_corpus_config_errors_name_the_key(tmp_path: Path, table: str, message: str) -> None:
+    (tmp_path / "forge.toml").write_text(table + "\n")
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.load(tmp_path / "forge.toml").section("corpus", CorpusConfig)
+
+
+def test_verification_catches_an_edited_manifest_a_replaced_file_and_no_build(tmp_path: Path) -> None:
+    """The pipeline's check, against the build record alone: each kind of damage is refused."""
+    small = MiniCorpusConfig(animal_per_class=1, event_per_class=1, groups=("animal", "sound_event"))
+    recs = build_corpus(small, tmp_path / "c", SOURCES)
+    assert [r.clip_id for r in verify_corpus(tmp_path / "c")] == [r.clip_id for r in recs]
+    manifest = tmp_path / "c" / "manifest.csv"
+    text = manifest.read_text()
+    manifest.write_text(text.replace(",train,", ",test,", 1))
+    with pytest.raises(CorpusMismatch, match="edited after the build.*python -m forge corpus"):
+        verify_corpus(tmp_path / "c")
+    manifest.write_text(text)
+    save_audio(recs[0].path, np.zeros(1600, dtype=np.float32))  # 0.1 s, not the recorded duration
+    with pytest.raises(CorpusMismatch, match=recs[0].clip_id):
+        verify_corpus(tmp_path / "c")
+    with pytest.raises(CorpusMismatch, match="no built corpus.*python -m forge corpus"):
+        verify_corpus(tmp_path / "elsewhere")
 
 
 def test_committed_corpus_fits_the_size_budget() -> None:
@@ -142,19 +177,17 @@ def test_clips_within_a_class_are_not_near_duplicates(records, track: str) -> No
 def test_stage_verifies_and_writes_run_manifest(tmp_path: Path, cfg: MiniCorpusConfig) -> None:
     from precompute.dataset import main
 
-    mini = "\n".join(f"{k} = {json.dumps(v)}" for k, v in json.loads(
-        (CORPUS / "build.json").read_text())["config"].items())
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(f'[run]\nname = "t"\nout_dir = "{tmp_path / "run"}"\n'
-                        f'[dataset]\nkind = "mini"\ncorpus_dir = "{CORPUS}"\n[dataset.mini]\n{mini}\n')
-    assert main(argparse.Namespace(config=cfg_path, rebuild=False, decode=False)) == 0
+                        f'[dataset]\nkind = "mini"\ncorpus_dir = "{CORPUS}"\n')
+    assert main(argparse.Namespace(config=cfg_path, decode=False)) == 0
     out = load_manifest(tmp_path / "run" / "dataset" / "manifest.csv")
     assert [(r.clip_id, r.path) for r in out] == [(r.clip_id, r.path) for r in load_manifest(CORPUS / "manifest.csv")]
     summary = json.loads((tmp_path / "run" / "dataset" / "summary.json").read_text())
     assert summary["n_clips"] == len(out) and summary["max_duration_s"] <= cfg.max_duration_s
-    # a config the committed corpus was not built with is refused, not silently used
-    cfg_path.write_text(cfg_path.read_text().replace("seed = 0", "seed = 7"))
-    assert main(argparse.Namespace(config=cfg_path, rebuild=False, decode=False)) == 1
+    # a folder that holds no built corpus is refused, not silently used
+    cfg_path.write_text(cfg_path.read_text().replace(f'corpus_dir = "{CORPUS}"', f'corpus_dir = "{tmp_path}"'))
+    assert main(argparse.Namespace(config=cfg_path, decode=False)) == 1
 
 
 # ---------------------------------------------------------------- the builder
@@ -162,7 +195,7 @@ def test_stage_verifies_and_writes_run_manifest(tmp_path: Path, cfg: MiniCorpusC
 
 def _rerender(cfg: MiniCorpusConfig, clip_id: str) -> np.ndarray:
     (plan,) = [p for p in plan_corpus(cfg, SOURCES) if p.clip_id == clip_id]
-    return plan.render(_clip_rng(cfg.seed, clip_id))[0]
+    return plan.render(clip_rng(cfg.seed, clip_id))[0]
 
 
 def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:

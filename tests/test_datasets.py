@@ -13,10 +13,10 @@ import pytest
 from ard_core.config import ConfigError, RunConfig
 from ard_core.datasets import TRACKS, ClipRecord, load_manifest, manifest_hash, save_manifest
 from ard_core.datasets.loaders import (
-    DatasetFormatError, load_audiobench, load_fsd50k, load_folder, load_iemocap, load_sakura,
-    load_wavcaps,
+    load_audiobench, load_fsd50k, load_folder, load_iemocap, load_sakura, load_wavcaps,
 )
 from ard_core.datasets.manifest import MANIFEST_COLUMNS, ManifestError
+from ard_core.datasets.metadata import DatasetFormatError
 
 DATA = Path(__file__).parent / "data" / "datasets"
 
@@ -227,7 +227,7 @@ loader = "fsd50k"
 root = "{DATA / 'fsd50k'}"
 subset = "eval"
 """)
-    assert main(argparse.Namespace(config=cfg_path, rebuild=False, decode=False)) == 0
+    assert main(argparse.Namespace(config=cfg_path, decode=False)) == 0
     recs = load_manifest(tmp_path / "run" / "dataset" / "manifest.csv")
     assert len(recs) == 5 and {r.dataset for r in recs} == {"iemocap", "fsd50k"}
     summary = json.loads((tmp_path / "run" / "dataset" / "summary.json").read_text())
@@ -242,8 +242,9 @@ subset = "eval"
     ('kind = "huge"', "kind 'huge'"),
     ('kind = "sources"\n[[dataset.sources]]\nloader = "librispeech"', "loader 'librispeech'"),
     ('kind = "sources"\n[[dataset.sources]]\nloader = "fsd50k"\nroot = "x"\nsubsett = "eval"', "subsett"),
-    ('kind = "mini"\n[dataset.mini]\nclips = 3', "unknown key"),
-    ('kind = "mini"\n[dataset.mini]\nmax_duration_s = 0.2', "max_duration_s"),
+    # the corpus's build settings are the forge's ([corpus.build] of configs/forge.toml), not the pipeline's
+    ('kind = "mini"\n[dataset.mini]\nseed = 0', r"unknown key\(s\) \['mini'\]"),
+    ('kind = "mini"\nsources_dir = "x"', r"unknown key\(s\) \['sources_dir'\]"),
 ])
 def test_dataset_config_errors(tmp_path: Path, table: str, message: str) -> None:
     from precompute.dataset import DatasetConfig

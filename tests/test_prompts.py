@@ -88,7 +88,7 @@ def test_neutral_clips_never_see_an_options_list_that_gives_them_away() -> None:
 
 @pytest.fixture(scope="module")
 def bpe_tokenizer():
-    from ard_core.models.tiny_recipe import train_tokenizer
+    from forge.tiny_audiollm.recipe import train_tokenizer
 
     texts = ["The speaker's gender is male", "The speaker's gender is female", "a dog barking",
              " male female dog cat"] * 50 + ["1 2 3"]

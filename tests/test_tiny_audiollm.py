@@ -11,14 +11,16 @@ import torch
 
 from ard_core.audio import save_audio
 from ard_core.datasets import LABEL_VOCAB, ClipRecord
-from ard_core.models.tiny_recipe import (
+from ard_core.prompts import label_token_ids
+from forge.measure import evaluate_attributes
+from forge.tiny_audiollm.config import TinyAudioLLMConfig
+from forge.tiny_audiollm.data import TaskSampler, collate, compute_features
+from forge.tiny_audiollm.recipe import (
     TinyArch, build_config, build_model, build_processor, check_single_token_labels, n_audio_tokens,
     tokenizer_texts, train_tokenizer,
 )
-from ard_core.prompts import label_token_ids
-from ard_core.attribute_eval import evaluate_attributes
-from ard_core.models.tiny_training import TaskSampler, collate, compute_features, corpus_label_sets
-from precompute.train_tiny_audiollm import TinyAudioLLMConfig, train
+from forge.tiny_audiollm.train import train
+from forge.training import corpus_label_sets
 from conftest import tone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +148,7 @@ SHIPPED = REPO / "assets" / "models" / "tiny-audiollm"
 MANIFEST = REPO / "assets" / "corpus" / "manifest.csv"
 needs_shipped = pytest.mark.skipif(
     not (SHIPPED / "model.safetensors").is_file() or not MANIFEST.is_file(),
-    reason="shipped tiny AudioLLM or mini corpus not built (python -m precompute train-tiny-audiollm)",
+    reason="shipped tiny AudioLLM or mini corpus not built (python -m forge tiny-audiollm)",
 )
 
 

@@ -1,10 +1,12 @@
-"""Probing datasets: the clip record, the manifest format, and loaders.
+"""Probing datasets: the clip record, the manifest format, corpus verification, and loaders.
 
 Every dataset, the embedded mini corpus and the real ones (WavCaps, IEMOCAP,
 FSD50K, SAKURA, AudioBench), comes out as a list of :class:`ClipRecord`, so the
 stages downstream never care where clips came from. ``manifest`` holds the
-record and the CSV/Parquet format; ``loaders`` parses each real dataset's own
-metadata into records.
+record and the CSV/Parquet format; ``corpus`` checks a built mini corpus
+against its own build record (building it is ``python -m forge corpus``);
+``loaders`` parses each real dataset's own metadata into records, with the
+helpers they share in ``metadata``.
 """
 
 from ard_core.datasets.manifest import (

@@ -5,120 +5,22 @@ audio files under ``root``, and maps labels onto the project's tracks
 (``gender``, ``language``, ``emotion``, ``animal``, ``sound_event``).
 Clips whose audio file is missing are skipped with one warning per dataset, so
 a partial download still loads; a malformed metadata file raises
-:class:`DatasetFormatError` naming the file and what is wrong.
+:class:`~ard_core.datasets.metadata.DatasetFormatError` naming the file and
+what is wrong. The helpers they share are :mod:`ard_core.datasets.metadata`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ard_core.audio import AudioError, audio_info
-from ard_core.datasets.manifest import (
-    LABEL_VOCAB, MULTI_LABEL_SEP, SPLITS, TRACKS, ClipRecord, load_manifest,
+from ard_core.datasets.manifest import LABEL_VOCAB, MULTI_LABEL_SEP, SPLITS, TRACKS, ClipRecord, load_manifest
+from ard_core.datasets.metadata import (
+    AUDIO_SUFFIXES, AudioIndex, DatasetFormatError, caption_from_labels, collect_records, read_csv,
+    require_columns, speech_caption,
 )
-
-log = logging.getLogger(__name__)
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
-
-
-class DatasetFormatError(ValueError):
-    """A dataset's metadata is not in the expected format; the message names the file."""
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise DatasetFormatError(f"metadata file '{path}' does not exist")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
-    return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
-
-
-def _require(rows: list[dict[str, str]], columns: Iterable[str], path: Path) -> None:
-    cols = list(columns)
-    have = set(rows[0]) if rows else set()
-    missing = [c for c in cols if c not in have]
-    if not rows or missing:
-        raise DatasetFormatError(f"'{path}' needs column(s) {cols}; missing {missing or 'all rows'}")
-
-
-class _AudioIndex:
-    """Find an audio file by relative path, or by stem anywhere under a folder."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._by_stem: dict[str, Path] | None = None
-
-    def find(self, name: str) -> Path | None:
-        direct = self.root / name
-        if direct.is_file():
-            return direct.resolve()
-        for suffix in AUDIO_SUFFIXES:
-            if direct.with_suffix(suffix).is_file():
-                return direct.with_suffix(suffix).resolve()
-        if self._by_stem is None:  # one recursive scan, only when direct lookups fail
-            self._by_stem = {}
-            for p in sorted(self.root.rglob("*")):
-                if p.suffix.lower() in AUDIO_SUFFIXES:
-                    self._by_stem.setdefault(p.stem, p.resolve())
-        return self._by_stem.get(Path(name).stem) or self._by_stem.get(Path(name).name)
-
-
-def _collect(dataset: str, items: Iterable[tuple[str, Path | None, dict]]) -> list[ClipRecord]:
-    """Turn (clip_id, path or None, record kwargs) into records, warning once about missing audio.
-
-    A duration the metadata does not give is read from the file's header; a
-    file whose header cannot be read keeps 0.0 and is skipped later by
-    :func:`ard_core.audio.iter_audio`.
-    """
-    records, missing = [], []
-    for clip_id, path, kw in items:
-        if path is None:
-            missing.append(clip_id)
-            continue
-        if not kw.get("duration_s"):
-            try:
-                sr, _, frames = audio_info(path)
-                kw["duration_s"] = round(frames / sr, 4)
-            except AudioError:
-                kw["duration_s"] = 0.0
-        records.append(ClipRecord(clip_id=clip_id, path=path, dataset=dataset, **kw))
-    if missing:
-        log.warning("%s: %d clip(s) skipped because their audio file is missing (e.g. %s)",
-                    dataset, len(missing), ", ".join(missing[:3]))
-    return records
-
-
-def caption_from_labels(labels: dict[str, str]) -> str:
-    """A reference caption written from a clip's labels.
-
-    Speech tracks give 'a woman speaking English in an angry voice'; an animal
-    gives 'the sound of a dog'; sound events are listed ('rain, thunder').
-    """
-    if any(t in labels for t in ("gender", "language", "emotion")):
-        return speech_caption(labels)
-    if "animal" in labels:
-        return f"the sound of a {labels['animal']}"
-    return ", ".join(labels.get("sound_event", "").split(MULTI_LABEL_SEP))
-
-
-def speech_caption(labels: dict[str, str]) -> str:
-    """A caption from speech labels, e.g. 'a woman speaking English in an angry voice'."""
-    who = {"male": "a man", "female": "a woman"}.get(labels.get("gender", ""), "a person")
-    text = f"{who} speaking"
-    if labels.get("language"):
-        text += f" {labels['language']}"
-    emo = labels.get("emotion")
-    if emo:
-        adjective = {"fear": "fearful", "disgust": "disgusted", "neutral": "neutral"}.get(emo, emo)
-        article = "an" if adjective[0] in "aeiou" else "a"
-        text += f" in {article} {adjective} voice"
-    return text
 
 
 # ---------------------------------------------------------------- generic folder
@@ -136,13 +38,13 @@ def load_folder(root: str | Path, metadata: str = "metadata.csv", *, dataset: st
     """
     root = Path(root)
     path = root / metadata
-    rows = _read_csv(path)
+    rows = read_csv(path)
     if rows and "clip_id" in rows[0] and "dataset" in rows[0] and "duration_s" in rows[0]:
         return load_manifest(path)
     file_col = next((c for c in ("path", "file_name", "filename") if rows and c in rows[0]), None)
     if file_col is None:
         raise DatasetFormatError(f"'{path}' needs a file column: 'path', 'file_name' or 'filename'")
-    index = _AudioIndex(root)
+    index = AudioIndex(root)
     reserved = {file_col, "clip_id", "split", "caption", "duration_s", *TRACKS}
 
     def items():
@@ -156,7 +58,7 @@ def load_folder(root: str | Path, metadata: str = "metadata.csv", *, dataset: st
                 caption=row.get("caption") or caption_from_labels(labels),
                 meta={k: v for k, v in row.items() if k not in reserved and v}))
 
-    return _collect(dataset, items())
+    return collect_records(dataset, items())
 
 
 # ---------------------------------------------------------------- WavCaps
@@ -177,7 +79,7 @@ def load_wavcaps(json_path: str | Path, audio_dir: str | Path, *, dataset: str =
     entries = data.get("data") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise DatasetFormatError(f"'{json_path}' has no 'data' list (WavCaps json_files format)")
-    index = _AudioIndex(audio_dir)
+    index = AudioIndex(audio_dir)
 
     def items():
         for i, entry in enumerate(entries):
@@ -192,7 +94,7 @@ def load_wavcaps(json_path: str | Path, audio_dir: str | Path, *, dataset: str =
                    dict(split=split, duration_s=float(entry.get("duration") or 0.0), labels={},
                         caption=str(entry["caption"]), meta=meta))
 
-    return _collect(dataset, items())
+    return collect_records(dataset, items())
 
 
 # ---------------------------------------------------------------- IEMOCAP
@@ -243,7 +145,7 @@ def load_iemocap(root: str | Path, *, dataset: str = "iemocap", merge_excited: b
                     caption=speech_caption(labels),
                     meta={"session": str(session), "emotion_code": code}))
 
-    return _collect(dataset, items())
+    return collect_records(dataset, items())
 
 
 # ---------------------------------------------------------------- FSD50K
@@ -266,8 +168,8 @@ def load_fsd50k(root: str | Path, subset: str = "eval", *, dataset: str = "fsd50
     if subset not in ("eval", "dev"):
         raise ValueError(f"FSD50K subset {subset!r}: use 'eval' or 'dev'")
     path = root / "FSD50K.ground_truth" / f"{subset}.csv"
-    rows = _read_csv(path)
-    _require(rows, ("fname", "labels"), path)
+    rows = read_csv(path)
+    require_columns(rows, ("fname", "labels"), path)
     audio_dir = root / f"FSD50K.{subset}_audio"
 
     def items():
@@ -279,7 +181,7 @@ def load_fsd50k(root: str | Path, subset: str = "eval", *, dataset: str = "fsd50
                 split=split, duration_s=0.0, labels={"sound_event": MULTI_LABEL_SEP.join(names)},
                 caption=", ".join(names), meta={"fsd50k_labels": row["labels"], "mids": row.get("mids", "")}))
 
-    return _collect(dataset, items())
+    return collect_records(dataset, items())
 
 
 # ---------------------------------------------------------------- SAKURA
@@ -312,10 +214,10 @@ def load_sakura(root: str | Path, attributes: Iterable[str] = tuple(SAKURA_TRACK
             raise ValueError(f"SAKURA attribute {attr!r}: use one of {list(SAKURA_TRACKS)}")
         track = SAKURA_TRACKS[attr]
         path = root / attr / "metadata.csv"
-        rows = _read_csv(path)
-        _require(rows, ("file_name", "attribute_label"), path)
+        rows = read_csv(path)
+        require_columns(rows, ("file_name", "attribute_label"), path)
         audio_root = root / attr / "audio" if (root / attr / "audio").is_dir() else root / attr
-        index = _AudioIndex(audio_root)
+        index = AudioIndex(audio_root)
 
         def items(rows=rows, track=track, index=index, attr=attr):
             for row in rows:
@@ -324,7 +226,7 @@ def load_sakura(root: str | Path, attributes: Iterable[str] = tuple(SAKURA_TRACK
                 yield (f"sakura-{attr.lower()}-{Path(row['file_name']).stem}", index.find(row["file_name"]),
                        dict(split="test", duration_s=0.0, labels=labels, caption=caption_from_labels(labels), meta=meta))
 
-        records += _collect(dataset, items())
+        records += collect_records(dataset, items())
     return records
 
 
@@ -372,7 +274,7 @@ def load_audiobench(root: str | Path, task: str, metadata: str = "metadata.jsonl
     path = root / metadata
     if not path.is_file():
         raise DatasetFormatError(f"AudioBench metadata '{path}' does not exist")
-    index = _AudioIndex(root)
+    index = AudioIndex(root)
     entries = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
@@ -393,7 +295,7 @@ def load_audiobench(root: str | Path, task: str, metadata: str = "metadata.jsonl
                 split="test", duration_s=0.0, labels=labels, caption=speech_caption(labels),
                 meta={"instruction": str(e.get("instruction", "")), "answer": str(e["answer"])}))
 
-    return _collect(dataset or task, items())
+    return collect_records(dataset or task, items())
 
 
 def load_manifest_file(path: str | Path) -> list[ClipRecord]:

@@ -1,11 +1,12 @@
-"""How well an AudioLLM answers attribute questions, and what it says when asked to caption.
+"""How well the tiny models do: attribute answers and captions (AudioLLM), retrieval (CLAP).
 
 :func:`evaluate_attributes` asks every clip the AudioLens prompts of
 :func:`ard_core.prompts.questions_for` (P1/P2/P3, and P3n for emotion) through
 the adapter and scores the next token after the final "is": the prediction is
 the candidate label whose first token (:func:`ard_core.prompts.label_token_ids`)
-gets the highest logit. The tiny model's card, its tests and
-``scripts/eval_tiny_models.py`` all measure with it.
+gets the highest logit. The tiny model's card, its tests and ``python -m forge
+eval`` all measure with it. :func:`evaluate_clap` measures a CLAP's audio -> text
+retrieval over a split's distinct captions (:func:`recall_at_k`).
 """
 
 from __future__ import annotations
@@ -124,3 +125,40 @@ def accuracy_table(rows: Sequence[AccuracyRow]) -> str:
         n = by["P1"].n if "P1" in by else next(iter(by.values())).n
         lines.append(f"| {track} | " + " | ".join(cells) + f" | {n} | {chance} |")
     return "\n".join(lines)
+
+
+class RetrievalResult(NamedTuple):
+    """Audio -> text retrieval over the distinct captions of a split."""
+
+    n_clips: int
+    n_captions: int
+    recall: dict[int, float]
+    """k -> fraction of clips whose own caption is among the top k."""
+    chance: dict[int, float]
+    """k -> k / n_captions (a random ranking)."""
+
+
+def recall_at_k(audio_emb: np.ndarray, text_emb: np.ndarray, clip_captions: Sequence[str],
+                distinct: Sequence[str], ks: Sequence[int] = (1, 5)) -> RetrievalResult:
+    """Audio -> text R@k: ``text_emb`` rows embed ``distinct``; clip i's gold is ``clip_captions[i]``.
+
+    The rank of the gold caption is the number of captions scoring strictly higher.
+    """
+    distinct = list(distinct)
+    sims = audio_emb @ text_emb.T  # (clips, captions)
+    gold = np.array([distinct.index(c) for c in clip_captions])
+    # rank of the gold caption = number of captions scoring strictly higher
+    rank = (sims > sims[np.arange(len(gold)), gold][:, None]).sum(1)
+    recall = {k: float((rank < k).mean()) for k in ks}
+    chance = {k: min(1.0, k / len(distinct)) for k in ks}
+    return RetrievalResult(len(gold), len(distinct), recall, chance)
+
+
+def evaluate_clap(embedder: object, records: Sequence[ClipRecord], audio: Sequence[np.ndarray],
+                  ks: Sequence[int] = (1, 5), progress: bool = True) -> RetrievalResult:
+    """R@k audio -> text for ``records`` through the CLAP interface (``ard_core.clap``)."""
+    captions = [r.caption for r in records]
+    distinct = sorted(set(captions))
+    a = embedder.embed_audio(list(audio), progress=progress)
+    t = embedder.embed_text(distinct, progress=progress)
+    return recall_at_k(a, t, captions, distinct, ks)

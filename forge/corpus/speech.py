@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from scipy import signal as sps
 
-from ard_core.datasets import augment as aug
+from forge.corpus import augment as aug
 
 ESPEAK = "espeak-ng"
 

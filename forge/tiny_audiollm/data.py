@@ -1,20 +1,18 @@
-"""Training pieces shared by the tiny models' stages (``train-tiny-audiollm``, ``train-tiny-clap``).
+"""The tiny AudioLLM's training data: cached features, sampled tasks, and batches.
 
-- data: label sets of a corpus, Whisper log-mel features computed once, a task
-  sampler that asks clips the AudioLens questions and caption requests through
-  the adapter's chat template, and a collate that expands the audio placeholder
-  exactly as ``Qwen2AudioProcessor`` does (so cached features can be used);
-- auxiliary heads: per-track linear classifiers on an audio encoder's pooled (and
-  per-token) output, the signal that lets a from-scratch encoder learn the harder
-  tracks in minutes; they are training aids and never saved;
-- schedule: cosine learning rate driven by the larger of step and wall-clock progress.
+- :func:`compute_features`: Whisper log-mel features of every clip, computed once;
+- :class:`TaskSampler`: asks clips the AudioLens questions and caption requests
+  through the adapter's chat template (``AudioLLM.build_prompt``);
+- :func:`collate`: expands the audio placeholder exactly as ``Qwen2AudioProcessor``
+  does, so the cached features can be used (checked token for token at the start
+  of training and in the tests);
+- :func:`spec_augment`, and the model-side helpers of the loss:
+  :func:`encoder_states`, :func:`masked_mean`, :func:`lm_loss`.
 """
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -23,24 +21,11 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ard_core.attribute_eval import single_label
 from ard_core.audio import iter_audio
-from ard_core.datasets import LABEL_VOCAB, TRACKS, ClipRecord
-from ard_core.models.tiny_recipe import n_audio_tokens
-from ard_core.prompts import CAPTION_QUESTION, p3_options, questions_for
-
-
-# -- data -----------------------------------------------------------------------------
-
-def corpus_label_sets(records: Sequence[ClipRecord]) -> dict[str, tuple[str, ...]]:
-    """Track -> label set in P3 order: closed vocabularies whole, open tracks as found."""
-    out: dict[str, tuple[str, ...]] = {}
-    for track in TRACKS:
-        present = {lab for r in records if (lab := single_label(r, track))}
-        if not present:
-            continue
-        out[track] = p3_options(track, LABEL_VOCAB.get(track, ()) or sorted(present))
-    return out
+from ard_core.datasets import ClipRecord
+from ard_core.prompts import CAPTION_QUESTION, questions_for
+from forge.measure import single_label
+from forge.tiny_audiollm.recipe import n_audio_tokens
 
 
 class Features(NamedTuple):
@@ -179,49 +164,6 @@ def collate(examples: Sequence[Example], feats: Features, pad_id: int, audio_id:
     }
 
 
-# -- auxiliary heads ---------------------------------------------------------------------
-
-class TrackHeads(nn.Module):
-    """One linear classifier per track on the mean-pooled audio-encoder output (training only)."""
-
-    def __init__(self, d_audio: int, label_sets: dict[str, tuple[str, ...]]) -> None:
-        super().__init__()
-        self.label_sets = label_sets
-        self.heads = nn.ModuleDict({t: nn.Linear(d_audio, len(labs)) for t, labs in label_sets.items()})
-
-    def targets(self, records: Sequence[ClipRecord]) -> dict[str, torch.Tensor]:
-        out = {}
-        for t, labs in self.label_sets.items():
-            index = {lab: k for k, lab in enumerate(labs)}
-            out[t] = torch.tensor([index.get(single_label(r, t) or "", -100) for r in records])
-        return out
-
-    def loss(self, pooled: torch.Tensor, targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean over tracks present in the batch of the per-track cross-entropy; also accuracies."""
-        losses, accs = [], {}
-        for t, head in self.heads.items():
-            y = targets[t].to(pooled.device)
-            keep = y >= 0
-            if keep.any():
-                logits = head(pooled[keep])
-                losses.append(F.cross_entropy(logits, y[keep]))
-                accs[t] = float((logits.argmax(-1) == y[keep]).float().mean())
-        total = torch.stack(losses).mean() if losses else pooled.sum() * 0.0
-        return total, accs
-
-    def token_loss(self, states: torch.Tensor, lengths: torch.Tensor,
-                   targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The same classifiers applied to every valid audio token (batch, T, d) of each clip."""
-        valid = torch.arange(states.shape[1])[None, :] < lengths[:, None]  # (batch, T)
-        losses = []
-        for t, head in self.heads.items():
-            y = targets[t].to(states.device)[:, None].expand(-1, states.shape[1])
-            keep = valid & (y >= 0)
-            if keep.any():
-                losses.append(F.cross_entropy(head(states[keep]), y[keep]))
-        return torch.stack(losses).mean() if losses else states.sum() * 0.0
-
-
 def encoder_states(model: nn.Module, input_features: torch.Tensor,
                    feature_attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Audio-encoder output (batch, T, d) and valid lengths, masked as ``Qwen2AudioModel.forward`` masks it."""
@@ -248,24 +190,3 @@ def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, answer_mask: torch.Te
     nll = -logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (batch, seq-1)
     m = answer_mask[:, :-1].float()
     return ((nll * m).sum(1) / m.sum(1).clamp(min=1)).mean()
-
-
-def cosine_lr(step: int, total: int, warmup: int, peak: float, time_progress: float = 0.0) -> float:
-    """Linear warm-up, then cosine to 10% of ``peak``, driven by the larger of step and time progress."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = max((step - warmup) / max(1, total - warmup), time_progress)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-class Budget:
-    """Wall-clock budget of one phase: ``progress()`` in [0, 1], ``over()`` once spent."""
-
-    def __init__(self, seconds: float) -> None:
-        self.start, self.seconds = time.time(), max(1e-6, seconds)
-
-    def progress(self) -> float:
-        return min(1.0, (time.time() - self.start) / self.seconds)
-
-    def over(self) -> bool:
-        return time.time() - self.start >= self.seconds

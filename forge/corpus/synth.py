@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 from scipy import signal as sps
 
-from ard_core.datasets import augment as aug
+from forge.corpus import augment as aug
 
 SR = aug.SR
 

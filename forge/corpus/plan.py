@@ -1,45 +1,34 @@
-"""The embedded mini corpus: build it, or verify a built one.
+"""The plan of the mini corpus: every clip's id, split and labels, and how to render it.
 
 Three groups of clips, each with the labels of the tracks that apply:
 
-- speech (gender, language, emotion): espeak-ng, see :mod:`ard_core.datasets.speech`;
+- speech (gender, language, emotion): espeak-ng, see :mod:`forge.corpus.speech`;
   one cell per (language, gender, emotion), ``speech_per_cell`` clips each; the
   test split reads only held-out sentences.
 - animal: real CC0 recordings (``sources/animals``) cropped, re-pitched,
   stretched, filtered and mixed with noise; recordings longer than 4 s give
   their last 35 % only to the test split.
-- sound_event: six synthesized classes (:mod:`ard_core.datasets.synth`) and six
+- sound_event: six synthesized classes (:mod:`forge.corpus.synth`) and six
   classes of CC0 game sound effects (``sources/sfx``), whose last variant file
   is held out for the test split when a class has three or more.
 
-A clip is a pure function of (seed, clip id), so builds are deterministic and a
-smaller build (fewer clips per class) is quick to test.
+A clip is a pure function of (seed, clip id): :func:`clip_rng` gives its random
+generator, so builds are deterministic and one clip can be re-rendered alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import math
-import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ard_core.audio import SAMPLE_RATE, AudioError, audio_info, load_audio, save_audio
-from ard_core.config import ConfigError, from_dict, to_dict
-from ard_core.datasets import augment as aug
-from ard_core.datasets import speech, synth
-from ard_core.datasets.manifest import ClipRecord, load_manifest, manifest_hash, save_manifest
-
-log = logging.getLogger(__name__)
-
-DATASET_NAME = "mini"
-GROUPS: tuple[str, ...] = ("speech", "animal", "sound_event")
+from ard_core.audio import SAMPLE_RATE, load_audio
+from forge.corpus import augment as aug
+from forge.corpus import speech, synth
+from forge.corpus.config import MiniCorpusConfig
 
 ANIMAL_CAPTIONS: dict[str, str] = {
     "cat": "a cat meowing", "cow": "a cow mooing", "dog": "dogs barking", "duck": "ducks quacking",
@@ -56,49 +45,6 @@ SFX_CLASSES: dict[str, tuple[str, tuple[str, ...]]] = {
     "powerup": ("a video-game power-up jingle", tuple(f"upgrade{i}" for i in range(1, 6))),
 }
 EVENT_CLASSES: tuple[str, ...] = (*synth.GENERATORS, *SFX_CLASSES)
-
-
-@dataclass
-class MiniCorpusConfig:
-    """Build settings of the mini corpus (the ``[dataset.mini]`` table)."""
-
-    seed: int = 0
-    """Seed of every random choice in the build (independent of [run].seed, so that
-    training seeds can change without rebuilding the committed corpus)."""
-    speech_per_cell: int = 10
-    """Speech clips per (language, gender, emotion) cell: 8 x 2 x 6 cells."""
-    animal_per_class: int = 40
-    """Clips per animal class (10 classes)."""
-    event_per_class: int = 40
-    """Clips per sound-event class (12 classes)."""
-    min_duration_s: float = 1.0
-    """Shortest clip; shorter renders are padded with silence."""
-    max_duration_s: float = 3.0
-    """Longest clip; longer renders are cropped with a fade-out. The tiny models'
-    audio encoders are sized to it."""
-    probe_frac: float = 0.15
-    """Fraction of each class in the probe split."""
-    test_frac: float = 0.15
-    """Fraction of each class in the test split."""
-    audio_format: str = "ogg"
-    """File format of the clips: 'ogg' (Vorbis, small; the committed corpus) or 'flac' / 'wav'."""
-    groups: tuple[str, ...] = GROUPS
-    """Which clip groups to build: any of 'speech', 'animal', 'sound_event'."""
-
-    def __post_init__(self) -> None:
-        for key in ("speech_per_cell", "animal_per_class", "event_per_class"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"[dataset.mini].{key} must be >= 0")
-        if not 0.5 <= self.min_duration_s <= self.max_duration_s <= 30.0:
-            raise ConfigError("[dataset.mini] needs 0.5 <= min_duration_s <= max_duration_s <= 30")
-        if self.probe_frac < 0 or self.test_frac < 0 or self.probe_frac + self.test_frac >= 1:
-            raise ConfigError("[dataset.mini] probe_frac and test_frac must be >= 0 and sum below 1")
-        if self.audio_format not in ("ogg", "flac", "wav"):
-            raise ConfigError(f"[dataset.mini].audio_format {self.audio_format!r}: use 'ogg', 'flac' or 'wav'")
-        self.groups = tuple(self.groups)
-        bad = [g for g in self.groups if g not in GROUPS]
-        if bad or not self.groups:
-            raise ConfigError(f"[dataset.mini].groups {list(self.groups)}: choose from {list(GROUPS)}")
 
 
 class ClipPlan(NamedTuple):
@@ -131,7 +77,8 @@ def _splits_for(n: int, counts: tuple[int, int]) -> list[str]:
     return ["test"] * n_test + ["probe"] * n_probe + ["train"] * (n - n_test - n_probe)
 
 
-def _clip_rng(seed: int, clip_id: str) -> np.random.Generator:
+def clip_rng(seed: int, clip_id: str) -> np.random.Generator:
+    """The generator of one clip: a function of (seed, clip id) only, not of build order."""
     digest = hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
 
@@ -229,7 +176,7 @@ def _plan_speech(cfg: MiniCorpusConfig) -> list[ClipPlan]:
 def _load_source(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"corpus source '{path}' is missing; restore assets/corpus/sources "
-                                "(see assets/corpus/DATA.md) or run scripts/fetch_corpus_sources.py")
+                                "(see assets/corpus/DATA.md) or run `python -m forge fetch-sources`")
     return load_audio(path)
 
 
@@ -277,139 +224,3 @@ def plan_corpus(cfg: MiniCorpusConfig, sources: Path) -> list[ClipPlan]:
     if "sound_event" in cfg.groups and cfg.event_per_class:
         plans += _plan_events(cfg, sources)
     return plans
-
-
-def build_info(cfg: MiniCorpusConfig) -> dict:
-    """What build.json records about the settings (compared on verify)."""
-    return {"dataset": DATASET_NAME, "config": to_dict(cfg)}
-
-
-def build_corpus(cfg: MiniCorpusConfig, out_dir: str | Path, sources: str | Path) -> list[ClipRecord]:
-    """Render every clip into ``out_dir/clips``, write ``manifest.csv`` and ``build.json``.
-
-    ``sources`` holds the real recordings (``animals/*.mp3``, ``sfx/*.wav``).
-    Needs espeak-ng when the speech group is built. The old ``clips`` folder is
-    removed first, so no stale file survives a rebuild.
-    """
-    out_dir, sources = Path(out_dir), Path(sources)
-    if "speech" in cfg.groups and cfg.speech_per_cell and not speech.espeak_available():
-        raise speech.SpeechSynthError(
-            "espeak-ng is not installed; the speech clips need it (Debian/Ubuntu: "
-            "sudo apt-get install espeak-ng), or build only groups = ['animal', 'sound_event']")
-    t0 = time.perf_counter()
-    plans = plan_corpus(cfg, sources)
-    # Render into a staging folder and swap it in at the end, so a failed or
-    # interrupted build never leaves a half-written corpus (readers keep the old one).
-    clips_dir, staging = out_dir / "clips", out_dir / "clips.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    records = []
-    for k, plan in enumerate(plans):
-        audio, caption, meta = plan.render(_clip_rng(cfg.seed, plan.clip_id))
-        rel = Path(plan.group) / f"{plan.clip_id}.{cfg.audio_format}"
-        save_audio(staging / rel, audio)
-        records.append(ClipRecord(plan.clip_id, clips_dir / rel, DATASET_NAME, plan.split,
-                                  round(len(audio) / SAMPLE_RATE, 3), plan.labels, caption, meta))
-        if (k + 1) % 200 == 0:
-            log.info("built %d/%d clips (%.0f s)", k + 1, len(plans), time.perf_counter() - t0)
-    if clips_dir.exists():
-        shutil.rmtree(clips_dir)
-    staging.rename(clips_dir)
-    manifest = save_manifest(records, out_dir / "manifest.csv")
-    info = build_info(cfg) | {
-        "espeak_ng": speech.espeak_version() if "speech" in cfg.groups else "not used",
-        "n_clips": len(records),
-        "manifest_sha256": manifest_hash(records, out_dir),
-        "build_seconds": round(time.perf_counter() - t0, 1),
-    }
-    (out_dir / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    log.info("mini corpus: %d clips in %.0f s -> %s", len(records), info["build_seconds"], manifest)
-    return records
-
-
-class CorpusMismatch(ValueError):
-    """A built corpus does not match the config or its files are broken; the message says how."""
-
-
-def verify_corpus(cfg: MiniCorpusConfig, corpus_dir: str | Path, *, decode: bool = False) -> list[ClipRecord]:
-    """Check a built corpus against ``cfg`` and its own manifest; return its records.
-
-    Checks that build.json's settings equal ``cfg``, that the manifest hash is
-    the recorded one, and that every file is 16 kHz mono of the stated duration
-    (header only, or fully decoded with ``decode=True``).
-    """
-    corpus_dir = Path(corpus_dir)
-    info_path, manifest_path = corpus_dir / "build.json", corpus_dir / "manifest.csv"
-    if not info_path.is_file() or not manifest_path.is_file():
-        raise CorpusMismatch(f"no built corpus in '{corpus_dir}' (manifest.csv and build.json); "
-                             "build it with `python -m precompute dataset --config ... --rebuild`")
-    info = json.loads(info_path.read_text())
-    want = build_info(cfg)
-    if {k: info.get(k) for k in want} != want:
-        raise CorpusMismatch(
-            f"corpus '{corpus_dir}' was built with {info.get('config')}, the config asks for "
-            f"{want['config']}; rebuild with --rebuild (needs espeak-ng) or set [dataset].corpus_dir "
-            "to another folder")
-    records = load_manifest(manifest_path)
-    got = manifest_hash(records, corpus_dir)
-    if got != info.get("manifest_sha256"):
-        raise CorpusMismatch(f"'{manifest_path}' was edited after the build (hash {got[:12]} != "
-                             f"{str(info.get('manifest_sha256'))[:12]}); rebuild it")
-    for rec in records:
-        try:
-            if decode:
-                sr, ch, frames = SAMPLE_RATE, 1, len(load_audio(rec.path))
-            else:
-                sr, ch, frames = audio_info(rec.path)
-        except AudioError as exc:
-            raise CorpusMismatch(f"clip {rec.clip_id!r}: {exc}") from exc
-        if sr != SAMPLE_RATE or ch != 1 or abs(frames / sr - rec.duration_s) > 0.002:
-            raise CorpusMismatch(f"clip {rec.clip_id!r} ('{rec.path}') is {sr} Hz x {ch} ch, "
-                                 f"{frames / sr:.3f} s; the manifest says 16000 Hz mono {rec.duration_s} s")
-    return records
-
-
-def corpus_config_from_info(corpus_dir: str | Path) -> MiniCorpusConfig:
-    """The settings a built corpus was made with (from its build.json)."""
-    info = json.loads((Path(corpus_dir) / "build.json").read_text())
-    return from_dict(MiniCorpusConfig, info["config"], strict=False, where="build.json")
-
-
-def log_mel(audio: np.ndarray, n_mels: int = 64) -> np.ndarray:
-    """(n_mels, frames) log-mel in dB (25 ms window, 10 ms hop, 80 dB floor below the peak)."""
-    import librosa
-
-    mel = librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE, n_fft=400, hop_length=160,
-                                         n_mels=n_mels, power=2.0)
-    return librosa.power_to_db(mel, ref=np.max, top_db=80.0)
-
-
-def mean_pairwise_correlation(specs: list[np.ndarray]) -> float:
-    """Mean Pearson correlation over all pairs of log-mel spectrograms.
-
-    Each pair is compared over its common length (the shorter clip's frames),
-    never over padding, so silence added to fit a length cannot inflate it.
-    """
-    vals = []
-    for i in range(len(specs)):
-        for j in range(i + 1, len(specs)):
-            t = min(specs[i].shape[1], specs[j].shape[1])
-            a, b = specs[i][:, :t].ravel(), specs[j][:, :t].ravel()
-            vals.append(float(np.corrcoef(a, b)[0, 1]))
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def within_class_correlation(records: list[ClipRecord], track: str, max_per_class: int = 30,
-                             seed: int = 0) -> dict[str, float]:
-    """Label -> mean pairwise log-mel correlation of up to ``max_per_class`` clips of that label."""
-    by_label: dict[str, list[ClipRecord]] = {}
-    for rec in records:
-        if track in rec.labels:
-            by_label.setdefault(rec.labels[track], []).append(rec)
-    rng = np.random.default_rng(seed)
-    out = {}
-    for label, recs in sorted(by_label.items()):
-        if len(recs) > max_per_class:
-            recs = [recs[i] for i in sorted(rng.choice(len(recs), max_per_class, replace=False))]
-        out[label] = mean_pairwise_correlation([log_mel(load_audio(r.path)) for r in recs])
-    return out

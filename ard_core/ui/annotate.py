@@ -3,7 +3,7 @@
 An annotator starts (or resumes) a session of N named concepts drawn with a seed.
 For each concept they listen to its top clips and write their own label *before*
 the automatic name is shown (blind), then rate the automatic name 0-5. Each step
-is saved at once in the annotations file (:mod:`ard_core.annotations`), so a page
+is saved at once in the annotations file (:class:`ard_core.catalog.AnnotationStore`), so a page
 reload or an app restart resumes at the first unrated concept.
 """
 
@@ -18,7 +18,8 @@ from typing import Any, NamedTuple, Sequence
 import gradio as gr
 import pandas as pd
 
-from ard_core.annotations import Answer, Session, summarize
+from ard_core.agreement import summarize
+from ard_core.catalog import Answer, Session
 from ard_core.ui.common import guard, note
 from ard_core.ui.context import AppContext, UserError, parse_ref
 
@@ -147,7 +148,7 @@ def submit_answer(ctx: AppContext, annotator: str, n: int, seed: int, ref: str, 
     new, a changed rating replaces the old one, and a changed label is refused (blind
     protocol). Returns the stored answer and the session's progress.
     """
-    from ard_core.annotations import check_rating, clean_annotator, session_id_for
+    from ard_core.catalog import check_rating, clean_annotator, session_id_for
 
     try:
         rating = check_rating(rating)  # before the label is stored: never half an answer

@@ -18,9 +18,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ard_core.annotations import AnnotationStore, annotations_path_for
 from ard_core.audio import AudioLimits
-from ard_core.catalog import Catalog, ClipRow, FeatureRow, SaeRow, parse_feature_ref
+from ard_core.catalog import AnnotationStore, Catalog, ClipRow, FeatureRow, SaeRow, annotations_path_for, parse_feature_ref
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +275,7 @@ class AppContext:
 
     def bert(self):  # noqa: ANN201
         if self._bert is None and self.bertscore_path:
-            from ard_core.annotations import BertScorer
+            from ard_core.agreement import BertScorer
 
             try:
                 self._bert = BertScorer.load(self.bertscore_path)

@@ -257,6 +257,14 @@ class CatalogBase:
                 return root / p
         return None
 
+    def private_paths(self, *others: Path) -> list[str]:
+        """What a web server must never serve, even inside a clip folder: this catalog file and ``others``
+        (the annotations file), each with its DuckDB WAL, and the activation store beside the catalog."""
+        files = [self.path.resolve(), *(Path(p).resolve() for p in others)]
+        out = [*files, self.path.resolve().parent / "activations"]
+        out += [p.with_name(p.name + ".wal") for p in files]
+        return [str(p) for p in out]
+
 
 def repr_col(name: str) -> str:
     return f'"{name}"'

@@ -78,6 +78,26 @@ def test_blind_protocol_idempotent_submits_and_restart(tmp_path: Path) -> None:
         assert store.next_index(s2) == 1  # r1 is labelled but not rated yet
 
 
+def test_whole_answers_name_their_session_and_concept(tmp_path: Path) -> None:
+    with AnnotationStore(tmp_path / "a.duckdb") as store:
+        with pytest.raises(KeyError, match="no session ann-s1-n2: start it first"):
+            store.find_session("Ann", 2, 1)
+        s = store.start_or_resume("Ann", 2, 1, REFS)
+        assert store.find_session(" Ann ", 2, 1) == s
+        with pytest.raises(ValueError, match="belongs to 'Ann', not 'ann'"):
+            store.find_session("ann", 2, 1)
+        ref = s.features[1]
+        with pytest.raises(ValueError, match="whole number"):
+            store.save_answer(s.session_id, ref, "a hum", "lots")
+        assert store.answers() == []  # a bad rating stores nothing, not even the label
+        a = store.save_answer(s.session_id, ref, "a hum", "4")
+        assert (a.ref, a.label, a.rating) == (ref, "a hum", 4)
+        assert store.save_answer(s.session_id, ref, "a hum", 2).rating == 2  # a changed rating replaces the old
+        with pytest.raises(ValueError, match="cannot be changed"):
+            store.save_answer(s.session_id, ref, "a buzz", 2)
+        assert [(x.label, x.rating) for x in store.answers()] == [("a hum", 2)]
+
+
 def test_export_csv_has_every_answer(tmp_path: Path) -> None:
     with AnnotationStore(tmp_path / "a.duckdb") as store:
         for name, rating in (("alice", 5), ("bob", 2)):

@@ -99,10 +99,6 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
     return App(demo, ctx)
 
 
-def build_app(catalog_path: str | Path, model: str | None = None, **open_kw: Any) -> gr.Blocks:
-    return create_app(catalog_path, model, **open_kw).demo
-
-
 def launch(app: App, port: int = 7860, host: str = "127.0.0.1", **kw: Any) -> None:
     """Serve the app. Only the catalog's clip folders are served as files, never the catalog, the
     annotations or the activation store (even inside a clip folder); uploads over

@@ -20,12 +20,15 @@ def sae_id_for(model_name: str, layer: int, expansion: int) -> str:
 
 
 class SaeIdParts(NamedTuple):
+    """What an SAE id names."""
+
     model: str
     layer: int
     expansion: int
 
 
 def parse_sae_id(sae_id: str) -> SaeIdParts:
+    """'tiny-audiollm-l5-e8' -> SaeIdParts('tiny-audiollm', 5, 8), or a ValueError showing the form."""
     m = _SAE_ID_RE.match(sae_id)
     if not m:
         raise ValueError(f"SAE id {sae_id!r} is not of the form MODEL-lLAYER-eEXPANSION (e.g. tiny-audiollm-l5-e8)")
@@ -33,6 +36,8 @@ def parse_sae_id(sae_id: str) -> SaeIdParts:
 
 
 class FeatureRef(NamedTuple):
+    """Feature ``feature`` of SAE ``sae_id``; ``str()`` gives back ``SAE_ID/K``."""
+
     sae_id: str
     feature: int
 

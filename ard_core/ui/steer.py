@@ -179,7 +179,8 @@ def steer_specs(ctx: AppContext, refs: Sequence[str], values: Sequence[float], m
     for ref in refs:
         fr = parse_ref(ref)
         ctx.catalog.feature_page(fr)  # NotFound, naming the SAE's features, for a feature not in the catalog
-        sae_ids += [fr.sae_id] if fr.sae_id not in sae_ids else []
+        if fr.sae_id not in sae_ids:
+            sae_ids.append(fr.sae_id)
     for sae_id in sae_ids:
         row = ctx.catalog.sae(sae_id)
         if row.d_in != llm.d_model:

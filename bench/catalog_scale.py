@@ -50,6 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ard_core.catalog import (  # noqa: E402
+    CONCEPT_SORTS,
     ActivationIndexRow,
     Catalog,
     ClipCaptionRow,
@@ -59,6 +60,7 @@ from ard_core.catalog import (  # noqa: E402
     MethodConceptRow,
     MethodScoreRow,
     ModelRow,
+    NotFound,
     SaeRow,
     sae_id_for,
 )
@@ -322,10 +324,12 @@ def ensure_store(root: Path, spec: Spec, refs: list[str]) -> Path:
         saes = {r.sae_id: r for r in cat.rows(SaeRow)}
         need: set[tuple[int, str]] = set()
         for ref in refs:
-            for page in cat.query("SELECT sae_id, examples FROM feature_pages WHERE ref = ?", [ref]):
-                need |= {(saes[page["sae_id"]].layer, e["clip_id"]) for e in page["examples"]}
-        duration = {r["clip_id"]: r["duration_s"] for r in cat.query(
-            "SELECT clip_id, duration_s FROM clips WHERE clip_id = ANY(?)", [sorted({c for _, c in need})])}
+            try:
+                page = cat.feature_page(ref)
+            except NotFound:  # a dead latent: not listed
+                continue
+            need |= {(saes[page.feature.sae_id].layer, e.clip_id) for e in page.examples}
+        duration = {c.clip_id: c.duration_s for c in cat.clips(sorted({c for _, c in need})).values()}
     for row in saes.values():
         sae = TopKSAE(SaeConfig(d_in=row.d_in, d_sae=row.d_sae, k=row.k, model=MODEL, layer=row.layer))
         sae.reset_parameters(torch.Generator().manual_seed(row.layer))
@@ -387,13 +391,13 @@ def main() -> int:
     ann = Path(tempfile.mkdtemp()) / "annotations.duckdb"
     ctx = AppContext.open(path, load_model=False, annotations_path=ann, clap="")
     ctx.catalog.con.execute(f"SET threads = {args.threads}")
-    saes = [r["sae_id"] for r in ctx.query("SELECT sae_id FROM saes ORDER BY layer")]
-    layers = [str(r["layer"]) for r in ctx.query("SELECT layer FROM saes ORDER BY layer")]
+    saes = [r.sae_id for r in ctx.catalog.saes()]
+    layers = [str(r.layer) for r in ctx.catalog.saes()]
     n_feat = spec.d_sae
 
     def page(i: int) -> tuple[float, float]:
         """(feature.show, Gradio's serialisation of its figures) in seconds."""
-        ctx._spec_cache.clear()
+        ctx.spectrograms.clear()
         t0 = time.perf_counter()
         ups = feature.show(ctx, refs[i])
         t1 = time.perf_counter()
@@ -402,7 +406,7 @@ def main() -> int:
                 u.to_json()
         return t1 - t0, time.perf_counter() - t1
 
-    sorts = list(concepts.SORTS)
+    sorts = list(CONCEPT_SORTS)
 
     def search_args(i: int) -> tuple:
         r = np.random.default_rng((args.seed, i))

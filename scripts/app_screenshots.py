@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's ard_core, not an installed one
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SLOW = 120_000
 
@@ -50,14 +51,13 @@ def start(catalog: Path, port: int, tmp: Path) -> subprocess.Popen:
 
 def top_feature(catalog: Path) -> tuple[str, str]:
     """(ref, name) of the best-ranked named feature."""
-    import duckdb
+    from ard_core.catalog import Catalog
 
-    with duckdb.connect(str(catalog), read_only=True) as con:
-        row = con.execute("SELECT sae_id, feature, name FROM features WHERE name IS NOT NULL AND trim(name) <> '' "
-                          "ORDER BY rank NULLS LAST, sae_id, feature LIMIT 1").fetchone()
-    if row is None:
+    with Catalog.open(catalog, read_only=True) as cat:
+        first = cat.ranked_features(1)  # named features come first
+    if not first or not (first[0].name or "").strip():
         sys.exit("the catalog has no named features")
-    return f"{row[0]}/{row[1]}", row[2]
+    return first[0].ref, first[0].name
 
 
 def main() -> int:

@@ -238,3 +238,24 @@ def test_audio_limits_validate() -> None:
     for bad in (dict(max_bytes=0), dict(max_seconds=0), dict(max_seconds=float("nan")), dict(max_channels=0)):
         with pytest.raises(ValueError, match="AudioLimits"):
             AudioLimits(**bad)
+
+
+def test_log_mel_equals_librosa() -> None:
+    """The one mel spectrogram, against librosa's: the app's window (512) and the corpus check's (400, 25 ms)."""
+    import librosa
+
+    from ard_core.audio import log_mel
+
+    rng = np.random.default_rng(1)
+    t = np.arange(16000 * 2) / 16000
+    y = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    for n_fft in (None, 400):
+        spec = log_mel(y, n_fft=n_fft)
+        ref = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=16000, n_fft=n_fft or 512, hop_length=160,
+                                                                 n_mels=64, fmax=8000), ref=np.max, top_db=80.0)
+        assert spec.hop_s == 0.01 and spec.db.shape == ref.shape and spec.db.dtype == np.float32
+        np.testing.assert_allclose(spec.db, ref, atol=1e-2)
+        assert spec.db.max() == 0.0 and spec.db.min() >= -80.0
+    long = log_mel(np.tile(y, 10), max_frames=600)  # 20 s: a longer hop keeps the frame count bounded
+    assert long.db.shape[1] <= 601 and long.hop_s * long.db.shape[1] == pytest.approx(20.0, abs=2 * long.hop_s)
+

@@ -12,10 +12,11 @@ import shutil
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from ui_fixtures import KINDS, UiRun, run, start_app_process  # noqa: F401 (run is a fixture)
+
+from ard_core.catalog import Catalog
 
 pytestmark = pytest.mark.browser
 
@@ -118,10 +119,9 @@ def test_search_then_open_a_feature(page, server: str, run: UiRun, shots: Path) 
     # the players fetched their clips from the server: the 3 beeps and 3 bottom clips
     fetched = _wait_audio(page, 6)
     ref = page.locator("#feature-ref textarea, #feature-ref input").first.input_value()
-    with duckdb.connect(str(run.catalog), read_only=True) as con:
-        clips = con.execute("SELECT clip_id FROM feature_examples WHERE method = 'ard' AND sae_id = ? AND "
-                            "feature = ?", ref.split("/")).fetchall()
-    assert fetched == {f"{c}.wav" for (c,) in clips}
+    with Catalog.open(run.catalog, read_only=True) as cat:
+        clips = [e.clip_id for e in cat.feature_page(ref).examples]  # its 'ard' top and bottom clips
+    assert fetched == {f"{c}.wav" for c in clips}
     page.screenshot(path=str(shots / "2-feature.png"), full_page=True)
 
     # next feature: the SAE's following index

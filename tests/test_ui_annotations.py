@@ -9,14 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ard_core.annotations import (
-    AnnotationStore,
-    BertScorer,
-    annotations_path_for,
-    krippendorff_alpha_interval,
-    mean_pairwise_spearman,
-    summarize,
-)
+from ard_core.agreement import BertScorer, krippendorff_alpha_interval, mean_pairwise_spearman, summarize
+from ard_core.catalog import AnnotationStore, annotations_path_for
 
 REFS = [f"tiny-audiollm-l{l}-e8/{k}" for l in (1, 4) for k in range(30)]
 
@@ -84,6 +78,26 @@ def test_blind_protocol_idempotent_submits_and_restart(tmp_path: Path) -> None:
         assert store.next_index(s2) == 1  # r1 is labelled but not rated yet
 
 
+def test_whole_answers_name_their_session_and_concept(tmp_path: Path) -> None:
+    with AnnotationStore(tmp_path / "a.duckdb") as store:
+        with pytest.raises(KeyError, match="no session ann-s1-n2: start it first"):
+            store.find_session("Ann", 2, 1)
+        s = store.start_or_resume("Ann", 2, 1, REFS)
+        assert store.find_session(" Ann ", 2, 1) == s
+        with pytest.raises(ValueError, match="belongs to 'Ann', not 'ann'"):
+            store.find_session("ann", 2, 1)
+        ref = s.features[1]
+        with pytest.raises(ValueError, match="whole number"):
+            store.save_answer(s.session_id, ref, "a hum", "lots")
+        assert store.answers() == []  # a bad rating stores nothing, not even the label
+        a = store.save_answer(s.session_id, ref, "a hum", "4")
+        assert (a.ref, a.label, a.rating) == (ref, "a hum", 4)
+        assert store.save_answer(s.session_id, ref, "a hum", 2).rating == 2  # a changed rating replaces the old
+        with pytest.raises(ValueError, match="cannot be changed"):
+            store.save_answer(s.session_id, ref, "a buzz", 2)
+        assert [(x.label, x.rating) for x in store.answers()] == [("a hum", 2)]
+
+
 def test_export_csv_has_every_answer(tmp_path: Path) -> None:
     with AnnotationStore(tmp_path / "a.duckdb") as store:
         for name, rating in (("alice", 5), ("bob", 2)):
@@ -139,6 +153,16 @@ def test_krippendorff_alpha_matches_the_published_example() -> None:
     assert krippendorff_alpha_interval(data) == pytest.approx(0.849, abs=5e-4)
     assert krippendorff_alpha_interval(np.array([[1, 2, 3], [1, 2, 3]])) == pytest.approx(1.0)
     assert np.isnan(krippendorff_alpha_interval(np.array([[1, n], [n, 2]])))  # nothing pairable
+
+
+def test_krippendorff_alpha_on_a_hand_worked_example_with_a_missing_value() -> None:
+    """Unit 3 has one rating and is dropped; pairable values 1, 1 | 2, 3 (n = 4).
+    D_o = (0 + 2 (2-3)^2 / 1) / 4 = 1/2; D_e = 22 / (4 * 3) = 11/6; alpha = 1 - 3/11 = 8/11."""
+    n = np.nan
+    assert krippendorff_alpha_interval(np.array([[1, 2, n], [1, 3, 3]])) == pytest.approx(8 / 11)
+    # every pairable rating equal: no expected disagreement, alpha undefined (the package would divide by 0)
+    assert np.isnan(krippendorff_alpha_interval(np.array([[5, 3], [5, n]])))
+    assert np.isnan(krippendorff_alpha_interval(np.array([[4, 4], [4, 4]])))
 
 
 def test_mean_pairwise_spearman() -> None:

@@ -20,8 +20,7 @@ import pytest
 
 from ui_fixtures import UiRun, start_app_process, ui_run_dir
 
-from ard_core.annotations import AnnotationStore
-from ard_core.catalog import Catalog, FeatureRow
+from ard_core.catalog import AnnotationStore, Catalog, FeatureRow
 
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is a test dependency")
 

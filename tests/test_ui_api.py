@@ -6,7 +6,8 @@ import pytest
 
 from ui_fixtures import KINDS, UiRun, run, serve_in_thread  # noqa: F401 (run is a fixture)
 
-from ard_core.ui import annotate, concepts, feature
+from ard_core.catalog import ConceptQuery
+from ard_core.ui import concepts, feature
 from ard_core.ui import steer as steer_tab
 from ard_core.ui.context import AppContext
 
@@ -38,7 +39,7 @@ def test_search_through_the_client_equals_the_handler(served) -> None:
     client, ctx = served
     table, summary, page = client.predict("beep", "All", "All", 0, False, "monosemanticity", True, 25,
                                           api_name="/search_features")
-    want = concepts.search_features(ctx, concepts.ConceptQuery("beep", sort="monosemanticity", descending=True))
+    want = concepts.search_features(ctx, ConceptQuery("beep", sort="monosemanticity", descending=True))
     assert [row[0] for row in table["data"]] == want.refs
     assert table["headers"] == concepts.COLUMNS
     assert summary == want.summary and page == 1
@@ -79,5 +80,5 @@ def test_annotation_through_the_client_is_stored(served) -> None:
     client.predict("3", api_name="/annotate_rate")
     answers = ctx.annotations.answers(annotator="api client")
     assert [(a.label, a.rating) for a in answers] == [("from the api", 3)]
-    session = ctx.annotations.start_or_resume("api client", 2, 0, annotate.candidates(ctx))
+    session = ctx.annotations.start_or_resume("api client", 2, 0, ctx.catalog.named_features())
     assert answers[0].ref == session.features[0]

@@ -11,8 +11,10 @@ import torch
 
 from ui_fixtures import KINDS, PLANTED, UiRun, run  # noqa: F401 (run is a fixture)
 
+from ard_core.catalog import ConceptQuery, NotFound
 from ard_core.sae import TopKSAE
 from ard_core.store import ActivationStore
+from ard_core.traces import activation_sample
 from ard_core.ui import concepts, evaluation, feature, lens
 from ard_core.ui.context import AppContext, UserError
 
@@ -42,39 +44,47 @@ def test_the_app_opens_the_catalog_read_only(ctx: AppContext) -> None:
 
 
 def test_search_matches_names_and_descriptions(ctx: AppContext, features: list[dict]) -> None:
-    page = concepts.search_features(ctx, concepts.ConceptQuery(text="beep", page_size=100))
+    page = concepts.search_features(ctx, ConceptQuery(text="beep", page_size=100))
     expected = {f"{f['sae_id']}/{f['feature']}" for f in features
                 if "beep" in (f["name"] or "").lower() or "beep" in (f["description"] or "").lower()}
     assert set(page.refs) == expected and len(expected) == 2
     # every word must match (AND), case-insensitively
-    both = concepts.search_features(ctx, concepts.ConceptQuery(text="HIGH tonal"))
+    both = concepts.search_features(ctx, ConceptQuery(text="HIGH tonal"))
     assert set(both.refs) == expected
-    assert concepts.search_features(ctx, concepts.ConceptQuery(text="beep hum")).total == 0
+    assert concepts.search_features(ctx, ConceptQuery(text="beep hum")).total == 0
     # a reference finds exactly that feature
-    ref = f"{ctx.query('SELECT sae_id FROM saes ORDER BY layer')[0]['sae_id']}/{PLANTED['noise']}"
-    assert concepts.search_features(ctx, concepts.ConceptQuery(text=ref)).refs == [ref]
+    ref = f"{ctx.catalog.saes()[0].sae_id}/{PLANTED['noise']}"
+    assert concepts.search_features(ctx, ConceptQuery(text=ref)).refs == [ref]
 
 
 def test_sort_filter_and_paging_agree_with_a_full_sort(ctx: AppContext, features: list[dict]) -> None:
-    q = dict(sort="monosemanticity", descending=True, layer="2", page_size=7)
-    first = concepts.search_features(ctx, concepts.ConceptQuery(**q))
+    q = dict(sort="monosemanticity", descending=True, layer=2, page_size=7)
+    first = concepts.search_features(ctx, ConceptQuery(**q))
     refs = []
     for p in range(1, first.n_pages + 1):
-        page = concepts.search_features(ctx, concepts.ConceptQuery(**q, page=p))
+        page = concepts.search_features(ctx, ConceptQuery(**q, page=p))
         assert list(page.table["layer"]) == [2] * len(page.table)
         refs += page.refs
     layer2 = [f for f in features if f["layer"] == 2]
     assert first.total == len(layer2) == len(refs) == len(set(refs))
     ms = [f["monosemanticity"] for f in layer2 if f["monosemanticity"] is not None]
-    got = [float(x) for x in concepts.search_features(ctx, concepts.ConceptQuery(**{**q, "page_size": 500})).table[
+    got = [float(x) for x in concepts.search_features(ctx, ConceptQuery(**{**q, "page_size": 500})).table[
         "monosemanticity"].dropna()]
     assert got == pytest.approx(sorted((round(m, 3) for m in ms), reverse=True))
     # a page past the end clamps to the last one
-    assert concepts.search_features(ctx, concepts.ConceptQuery(**q, page=999)).page == first.n_pages
-    named = concepts.search_features(ctx, concepts.ConceptQuery(named_only=True, min_monosemanticity=0.7))
+    assert concepts.search_features(ctx, ConceptQuery(**q, page=999)).page == first.n_pages
+    named = concepts.search_features(ctx, ConceptQuery(named_only=True, min_monosemanticity=0.7))
     assert named.total == 2 * len(PLANTED)
-    with pytest.raises(UserError, match="sort"):
-        concepts.search_features(ctx, concepts.ConceptQuery(sort="1; DROP TABLE features"))
+    with pytest.raises(ValueError, match="sort"):
+        ConceptQuery(sort="1; DROP TABLE features")
+    # the widgets' values: 'All' is no filter; what no query can hold is the user's to fix
+    assert concepts.query_from_widgets("beep", concepts.ALL, "2", 0, False, "rank", False, 25, 1) == ConceptQuery(
+        text="beep", layer=2)
+    for bad in (dict(layer="two"), dict(sort="1; DROP TABLE features")):
+        args = {"text": "", "sae": concepts.ALL, "layer": concepts.ALL, "min_mono": 0, "named_only": False,
+                "sort": "rank", "descending": False, "page_size": 25, "page": 1, **bad}
+        with pytest.raises(UserError, match="layer|sort"):
+            concepts.query_from_widgets(**args)
 
 
 def _planted(run: UiRun, kind: str, layer: int = 1) -> str:
@@ -116,7 +126,7 @@ def test_activation_over_time_is_recomputed_from_the_store(ctx: AppContext, run:
     on = np.array([np.sqrt(np.mean(f ** 2)) for f in np.array_split(audio, len(e.trace.acts))])
     assert np.corrcoef(on, e.trace.acts)[0, 1] > 0.9
     # token times span the clip
-    clip = ctx.clip(e.clip_id)
+    clip = ctx.catalog.clip(e.clip_id)
     assert e.trace.times[0] == 0 and e.trace.times[-1] < clip.duration_s
     assert e.trace.times[-1] + (e.trace.times[1] - e.trace.times[0]) == pytest.approx(clip.duration_s)
 
@@ -124,8 +134,8 @@ def test_activation_over_time_is_recomputed_from_the_store(ctx: AppContext, run:
 def test_activation_histogram_counts_the_sampled_tokens(ctx: AppContext, run: UiRun) -> None:
     ref = _planted(run, "noise")
     sae_id, k = ref.split("/")
-    sae_row = ctx.sae_row(sae_id)
-    clips, n_tokens, acts, idx = feature.activation_sample(ctx, sae_row)
+    sae_row = ctx.catalog.sae(sae_id)
+    clips, n_tokens, acts, idx = activation_sample(ctx.sae(sae_id), ctx.store, sae_row.layer, ctx.hist_token_budget)
     store = ActivationStore(Path(run.root) / "run" / "activations")
     assert n_tokens == sum(store.clip_tokens(1, c).shape[0] for c in clips) == acts.shape[0]
     x = np.concatenate([store.clip_tokens(1, c) for c in clips]).astype(np.float32)
@@ -140,9 +150,9 @@ def test_feature_page_updates_and_bad_references(ctx: AppContext, run: UiRun) ->
     assert len(ups) == 9 + 2 * ctx.max_examples * 4
     with pytest.raises(UserError, match="SAE_ID/K"):
         feature.feature_view(ctx, "not a ref")
-    with pytest.raises(UserError, match="no SAE"):
+    with pytest.raises(NotFound, match="no SAE"):
         feature.feature_view(ctx, "nope-l1-e4/3")
-    with pytest.raises(UserError, match="not in the catalog"):
+    with pytest.raises(NotFound, match="not in the catalog"):
         feature.feature_view(ctx, f"{run.sae_ids[0]}/100000")
     data = feature.feature_json(ctx, _planted(run, "clicks"))
     assert data["name"] == KINDS["clicks"][1] and len(data["top"]) == 3

@@ -255,7 +255,7 @@ def test_only_files_under_the_clip_folders_are_served(server, run: UiRun, tmp_pa
     url, _, ctx = server
     clips = str(run.clips_dir)
     clip = run.clips_dir / "hum_00.wav"
-    assert ctx.allowed_paths() == [str(run.clips_dir.resolve())]
+    assert ctx.catalog.clip_folders() == [str(run.clips_dir.resolve())]
     # served: a clip, also when the path takes a detour that stays inside the clip folder (so the refusals
     # below are the server's path check, not the router rejecting '..')
     for path in (str(clip), f"{clips}/../clips/hum_00.wav", f"{clips}/%2e%2e/clips/hum_00.wav",
@@ -290,7 +290,7 @@ def test_catalog_files_are_blocked_even_inside_a_clip_folder(server, run: UiRun)
     from gradio.utils import is_allowed_file
 
     _, _, ctx = server
-    blocked = ctx.blocked_paths()
+    blocked = ctx.catalog.private_paths(ctx.annotations.path)
     run_dir = str(run.catalog.parent.resolve())
     for path in (run.catalog, ctx.annotations.path, run.catalog.parent / "activations" / "meta.json"):
         assert is_allowed_file(Path(path).resolve(), blocked, [run_dir], []) == (False, "in_blocklist")

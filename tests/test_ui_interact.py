@@ -11,6 +11,7 @@ import pytest
 from ui_fixtures import UiRun, run  # noqa: F401 (run is a fixture)
 
 from ard_core.audio import load_audio
+from ard_core.catalog import ConceptQuery, NotFound
 from ard_core.steering import SteerSpec, steer
 from ard_core.ui import annotate
 from ard_core.ui import steer as steer_tab
@@ -73,10 +74,10 @@ def test_steering_errors_are_user_messages(ctx: AppContext, run: UiRun) -> None:
         steer_tab.run_steer(ctx, None, "q", "", "", [run.ref("hum")], [1.0])
     with pytest.raises(UserError, match="SAE_ID/K"):
         steer_tab.run_steer(ctx, clip, "q", "", "", ["hum"], [1.0])
-    with pytest.raises(UserError, match="no clip"):
+    with pytest.raises(NotFound, match="no clip"):
         steer_tab.clip_audio_path(ctx, "missing")
     spec = steer_tab.slider_spec(ctx, run.ref("beep"))
-    max_act = ctx.feature_row(run.ref("beep")).max_act
+    max_act = ctx.catalog.feature_page(run.ref("beep")).feature.max_act
     assert spec.maximum == pytest.approx(np.ceil(4 * max_act)) and spec.value == pytest.approx(round(2 * max_act, 2))
 
 
@@ -95,7 +96,7 @@ def test_no_model_gives_a_clear_message(run: UiRun, tmp_path: Path) -> None:
 
 
 def test_annotation_flow_is_blind_and_resumable(ctx: AppContext, run: UiRun, tmp_path: Path) -> None:
-    named = annotate.candidates(ctx)
+    named = ctx.catalog.named_features()
     assert len(named) == 24  # every named feature of the fixture
     c = annotate.start(ctx, "Tester", 3, 5)
     assert (c.index, c.n_rated, c.revealed, c.name) == (0, 0, False, None)  # name hidden before the label
@@ -105,7 +106,7 @@ def test_annotation_flow_is_blind_and_resumable(ctx: AppContext, run: UiRun, tmp
     with pytest.raises(ValueError, match="label"):
         annotate.submit_rating(ctx, c.session.session_id, 0, 3)
     c = annotate.submit_label(ctx, c.session.session_id, 0, "buzzing")
-    row = ctx.feature_row(c.ref)
+    row = ctx.catalog.feature_page(c.ref).feature
     assert c.revealed and c.name == row.name and c.description == row.description
     with pytest.raises(UserError, match="cannot be changed"):
         annotate.submit_label(ctx, c.session.session_id, 0, "something else")
@@ -168,7 +169,7 @@ def test_summary_uses_clap_when_available(run: UiRun, tmp_path: Path, tiny_clap_
                           clap=str(tiny_clap_dir))
     try:
         c = annotate.start(ctx, "clapper", 1, 0)
-        ctx.annotations.save_label(c.session.session_id, c.ref, ctx.feature_row(c.ref).name)  # label == name
+        ctx.annotations.save_label(c.session.session_id, c.ref, ctx.catalog.feature_page(c.ref).feature.name)  # label == name
         ctx.annotations.save_rating(c.session.session_id, c.ref, 5)
         s = annotate.summary(ctx)
         assert s.clap_cosine.mean == pytest.approx(1.0, abs=1e-5)
@@ -186,8 +187,7 @@ def test_the_app_builds_with_every_tab_and_api(ctx: AppContext) -> None:
     assert {"search_features", "feature", "steer", "annotate_start", "annotate_label", "annotate_rate"} <= api_names
     labels = {c.get("props", {}).get("label") for c in cfg["components"] if c.get("type") == "tabitem"}
     assert set(TABS.values()) <= labels
-    allowed = ctx.allowed_paths()
-    assert allowed == [str(Path(ctx.clip(c).path).parent) for c in ["beep_01"]]
+    assert ctx.catalog.clip_folders() == [str(Path(ctx.catalog.clip("beep_01").path).parent)]
 
 
 def test_app_cli_reports_a_missing_catalog(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -211,7 +211,7 @@ def test_an_empty_catalog_gives_messages_not_errors(tmp_path: Path) -> None:
     try:
         assert ctx.llm is None and "--model" in ctx.model_note
         assert "extract stage" in ctx.store_note
-        assert concepts.search_features(ctx, concepts.ConceptQuery()).summary == "No features match."
+        assert concepts.search_features(ctx, ConceptQuery()).summary == "No features match."
         assert "precompute lens" in lens.info_curves(ctx, None, None, [], [], []).layout.annotations[0].text
         with pytest.raises(ValueError, match="describe stage"):
             annotate.start(ctx, "someone", 3, 0)

@@ -6,6 +6,6 @@ wiring its events to plain handler functions over :class:`~ard_core.ui.context.A
 ``app.create_app`` assembles them; ``python app.py --catalog PATH`` launches it.
 """
 
-from ard_core.ui.app import App, build_app, create_app, launch
+from ard_core.ui.app import App, create_app, launch
 
-__all__ = ["App", "build_app", "create_app", "launch"]
+__all__ = ["App", "create_app", "launch"]

@@ -3,7 +3,7 @@
 An annotator starts (or resumes) a session of N named concepts drawn with a seed.
 For each concept they listen to its top clips and write their own label *before*
 the automatic name is shown (blind), then rate the automatic name 0-5. Each step
-is saved at once in the annotations file (:mod:`ard_core.annotations`), so a page
+is saved at once in the annotations file (:class:`ard_core.catalog.AnnotationStore`), so a page
 reload or an app restart resumes at the first unrated concept.
 """
 
@@ -18,9 +18,10 @@ from typing import Any, NamedTuple, Sequence
 import gradio as gr
 import pandas as pd
 
-from ard_core.annotations import Answer, Session, summarize
+from ard_core.agreement import AnnotationSummary, summarize
+from ard_core.catalog import Answer, Session
 from ard_core.ui.common import guard, note
-from ard_core.ui.context import AppContext, UserError, parse_ref
+from ard_core.ui.context import AppContext, UserError
 
 N_CLIPS = 4
 """Top clips an annotator hears per concept."""
@@ -51,39 +52,6 @@ class ConceptCard(NamedTuple):
         return self.answer is not None
 
 
-def candidates(ctx: AppContext) -> list[str]:
-    """Every named feature (the describe stage names the top-ranked ones)."""
-    return [f"{r['sae_id']}/{r['feature']}" for r in ctx.query(
-        "SELECT sae_id, feature FROM features WHERE name IS NOT NULL AND trim(name) <> '' ORDER BY sae_id, feature")]
-
-
-def _clips(ctx: AppContext, ref: str) -> list[tuple[str, str]]:
-    fr = parse_ref(ref)
-    # one query, not one per clip: every answer an annotator submits shows the next card
-    rows = ctx.query("SELECT e.clip_id, c.path FROM feature_examples e JOIN clips c ON c.clip_id = e.clip_id "
-                     "WHERE e.method = 'ard' AND e.sae_id = ? AND e.feature = ? AND e.kind = 'top' "
-                     'ORDER BY e."rank"', [fr.sae_id, fr.feature])
-    out = []
-    for r in rows:
-        path = ctx.resolve(r["path"])
-        if path is not None:
-            out.append((r["clip_id"], str(path)))
-        if len(out) == N_CLIPS:
-            break
-    return out
-
-
-def _names(ctx: AppContext, refs: Sequence[str]) -> dict[str, str]:
-    """Automatic names of ``refs``, in one query (a feature gone from the catalog has none)."""
-    if not refs:
-        return {}
-    frs = [parse_ref(r) for r in refs]
-    rows = ctx.query("SELECT f.sae_id, f.feature, f.name FROM features f "
-                     "JOIN (SELECT unnest(?) AS sae_id, unnest(?) AS feature) r USING (sae_id, feature)",
-                     [[f.sae_id for f in frs], [f.feature for f in frs]])
-    return {f"{r['sae_id']}/{r['feature']}": r["name"] or "" for r in rows}
-
-
 def _concept(ctx: AppContext, session_id: str, index: int) -> str:
     """The concept at ``index`` of the session, or a UserError when the session is complete."""
     session = ctx.annotations.session(session_id)
@@ -108,13 +76,14 @@ def card(ctx: AppContext, session_id: str, index: int | None = None) -> ConceptC
     answer = answers.get(ref)
     name = description = None
     if answer is not None:  # blind protocol: the name only after the annotator's own label
-        row = ctx.feature_row(ref)
+        row = ctx.catalog.feature_page(ref).feature
         name, description = row.name, row.description
-    return ConceptCard(session, index, ref, _clips(ctx, ref), answer, name, description, n_rated, tuple(saved))
+    clips = [(c.clip_id, str(c.path)) for c in ctx.catalog.top_clip_files(ref, N_CLIPS)]
+    return ConceptCard(session, index, ref, clips, answer, name, description, n_rated, tuple(saved))
 
 
 def start(ctx: AppContext, annotator: str, n: int, seed: int) -> ConceptCard:
-    session = ctx.annotations.start_or_resume(annotator, int(n or 0), int(seed or 0), candidates(ctx))
+    session = ctx.annotations.start_or_resume(annotator, int(n or 0), int(seed or 0), ctx.catalog.named_features())
     return card(ctx, session.session_id)
 
 
@@ -143,32 +112,19 @@ def submit_answer(ctx: AppContext, annotator: str, n: int, seed: int, ref: str, 
     """A whole answer (own label, then rating) to concept ``ref`` of a started session, for API clients.
 
     Unlike the tab's label/rate events, which act on the concept the page shows, the
-    concept is named, so a client may retry freely: the same answer again stores nothing
-    new, a changed rating replaces the old one, and a changed label is refused (blind
-    protocol). Returns the stored answer and the session's progress.
+    concept is named, so a client may retry freely (:meth:`AnnotationStore.save_answer`).
+    Returns the stored answer and the session's progress.
     """
-    from ard_core.annotations import check_rating, clean_annotator, session_id_for
-
     try:
-        rating = check_rating(rating)  # before the label is stored: never half an answer
-        name = clean_annotator(annotator)
-        sid = session_id_for(name, int(seed), int(n))
-        try:
-            session = ctx.annotations.session(sid)
-        except KeyError:
-            raise UserError(f"no session {sid}: start it first (annotate_start with the same name, N and "
-                            "seed)") from None
-        if session.annotator != name:
-            raise UserError(f"session {sid} belongs to {session.annotator!r}, not {name!r}")
-        ctx.annotations.save_label(sid, ref, label)
-        a = ctx.annotations.save_rating(sid, ref, rating)
-    except UserError:
-        raise
+        session = ctx.annotations.find_session(annotator, n, seed)
+        a = ctx.annotations.save_answer(session.session_id, ref, label, rating)
+    except KeyError as exc:  # the session was never started
+        raise UserError(exc.args[0]) from None
     except (ValueError, TypeError) as exc:
         raise UserError(str(exc)) from None
-    n_rated = sum(x.rating is not None for x in ctx.annotations.answers(sid))
-    return {"session_id": sid, "ref": a.ref, "label": a.label, "rating": a.rating, "n_rated": n_rated,
-            "n": len(session.features)}
+    n_rated = sum(x.rating is not None for x in ctx.annotations.answers(session.session_id))
+    return {"session_id": session.session_id, "ref": a.ref, "label": a.label, "rating": a.rating,
+            "n_rated": n_rated, "n": len(session.features)}
 
 
 def answers_table(ctx: AppContext, session_id: str | None, saved: Sequence[Answer] | None = None) -> pd.DataFrame:
@@ -178,7 +134,7 @@ def answers_table(ctx: AppContext, session_id: str | None, saved: Sequence[Answe
         return pd.DataFrame(columns=cols)
     session = ctx.annotations.session(session_id)
     answers = {a.ref: a for a in (ctx.annotations.answers(session_id) if saved is None else saved)}
-    names = _names(ctx, list(answers))
+    names = ctx.catalog.feature_names(list(answers))
     rows = []
     for i, ref in enumerate(session.features):
         a = answers.get(ref)
@@ -194,15 +150,10 @@ def export_csv(ctx: AppContext, annotator: str | None = None) -> Path:
     return ctx.annotations.export_csv(folder / f"annotations-{stamp}.csv", annotator=annotator or None)
 
 
-def summary(ctx: AppContext):  # noqa: ANN201
+def summary(ctx: AppContext) -> AnnotationSummary:
+    """Table 2 over every answer; a concept no longer in the catalog keeps its answers but has no name to compare."""
     answers = ctx.annotations.answers()
-    refs = sorted({a.ref for a in answers})
-    names = {}
-    for ref in refs:
-        try:
-            names[ref] = ctx.feature_row(ref).name or ""
-        except UserError:
-            pass  # a concept no longer in the catalog keeps its answers but has no name to compare
+    names = ctx.catalog.feature_names(sorted({a.ref for a in answers}))
     return summarize(answers, names, clap=ctx.clap() if answers else None, bert=ctx.bert() if answers else None,
                      clap_note=ctx.clap_note, bert_note=ctx.bert_note)
 

@@ -31,13 +31,11 @@ class App(NamedTuple):
 
 
 def header(ctx: AppContext) -> str:
-    n = ctx.query("SELECT (SELECT count(*) FROM saes) AS saes, (SELECT count(*) FROM features) AS features, "
-                  "(SELECT count(*) FROM features WHERE name IS NOT NULL AND trim(name) <> '') AS named, "
-                  "(SELECT count(*) FROM clips) AS clips")[0]
+    n = ctx.catalog.counts()
     model = f"model **{ctx.llm.name}** on {ctx.device}" if ctx.llm is not None else "no model loaded"
     return ("# AR&D workbench\n"
-            f"Catalog `{ctx.catalog_path}` · {n['saes']} SAEs · {n['features']:,} features ({n['named']:,} named) · "
-            f"{n['clips']:,} clips · {model}")
+            f"Catalog `{ctx.catalog_path}` · {n.saes} SAEs · {n.features:,} features ({n.named:,} named) · "
+            f"{n.clips:,} clips · {model}")
 
 
 def create_app(catalog_path: str | Path | None = None, model: str | None = None, *, ctx: AppContext | None = None,
@@ -101,15 +99,14 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
     return App(demo, ctx)
 
 
-def build_app(catalog_path: str | Path, model: str | None = None, **open_kw: Any) -> gr.Blocks:
-    return create_app(catalog_path, model, **open_kw).demo
-
-
 def launch(app: App, port: int = 7860, host: str = "127.0.0.1", **kw: Any) -> None:
-    """Serve the app. Only the catalog's clip folders are served as files (``allowed_paths``), never the
-    catalog or annotations (``blocked_paths``); uploads over ``ctx.audio_limits.max_bytes`` are refused."""
+    """Serve the app. Only the catalog's clip folders are served as files, never the catalog, the
+    annotations or the activation store (even inside a clip folder); uploads over
+    ``ctx.audio_limits.max_bytes`` are refused."""
+    ctx = app.ctx
     app.demo.queue(default_concurrency_limit=4)
     app.demo.launch(server_name=host, server_port=port, theme=theme(), css=CSS,
-                    allowed_paths=app.ctx.allowed_paths(), blocked_paths=app.ctx.blocked_paths(),
-                    max_file_size=app.ctx.audio_limits.max_bytes, show_error=False, footer_links=["api", "gradio"],
+                    allowed_paths=ctx.catalog.clip_folders(),
+                    blocked_paths=ctx.catalog.private_paths(ctx.annotations.path),
+                    max_file_size=ctx.audio_limits.max_bytes, show_error=False, footer_links=["api", "gradio"],
                     **kw)

@@ -1,4 +1,4 @@
-"""Gradio glue shared by the tabs: error guarding and small widget helpers."""
+"""Gradio glue shared by the tabs: error guarding, callouts and number formatting."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 from typing import Any, Callable
 
 import gradio as gr
+import numpy as np
 
 from ard_core.audio import AudioError
 from ard_core.catalog import CatalogError
@@ -52,3 +53,15 @@ def note(text: str, kind: str = "info") -> str:
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     text = re.sub(r"`(.+?)`", r"<code>\1</code>", text)
     return f'<div class="ard-note ard-{kind}">{text}</div>'
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """A score for display: '–' when missing, thousands separators for integers, scientific when tiny or huge."""
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):,}"
+    ax = abs(x)
+    if ax != 0 and (ax < 10 ** -digits or ax >= 1e5):
+        return f"{x:.{max(digits - 1, 1)}e}"
+    return f"{x:.{digits}f}"

@@ -5,42 +5,21 @@ Selecting a row opens the feature page (wired in :func:`listen`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import gradio as gr
 import pandas as pd
 
+from ard_core.catalog import CONCEPT_SORTS, ConceptQuery
 from ard_core.ui.common import guard
 from ard_core.ui.context import AppContext, UserError
 
 ALL = "All"
+"""The filter dropdowns' 'no filter' choice."""
 COLUMNS = ["feature", "name", "description", "layer", "SAE", "monosemanticity", "rank", "density"]
 DATATYPES = ["str", "str", "str", "number", "str", "number", "number", "number"]
-SORTS = {  # label -> SQL expression (a whitelist: never interpolate user text)
-    "rank": "f.rank",
-    "monosemanticity": "f.monosemanticity",
-    "density": "f.density",
-    "layer": "s.layer",
-    "feature": "f.feature",
-    "name": "lower(f.name)",
-}
 PAGE_SIZES = [10, 25, 50, 100]
-
-
-@dataclass
-class ConceptQuery:
-    text: str = ""
-    """Free text: every word must appear in the name or description (or be the feature index / SAE_ID/K)."""
-    sae_id: str = ALL
-    layer: str = ALL
-    min_monosemanticity: float = 0.0
-    named_only: bool = False
-    sort: str = "rank"
-    descending: bool = False
-    page: int = 1
-    page_size: int = 25
 
 
 class ConceptPage(NamedTuple):
@@ -59,60 +38,36 @@ class ConceptPage(NamedTuple):
 
 def filter_options(ctx: AppContext) -> tuple[list[str], list[str]]:
     """(SAE ids, layers) for the filter dropdowns, each led by 'All'."""
-    saes = [r["sae_id"] for r in ctx.query("SELECT sae_id FROM saes ORDER BY layer, expansion, sae_id")]
-    layers = [str(r["layer"]) for r in ctx.query("SELECT DISTINCT layer FROM saes ORDER BY layer")]
-    return [ALL] + saes, [ALL] + layers
-
-
-def _where(q: ConceptQuery) -> tuple[str, list]:
-    clauses, params = [], []
-    if q.sae_id and q.sae_id != ALL:
-        clauses.append("f.sae_id = ?")
-        params.append(q.sae_id)
-    if q.layer and q.layer != ALL:
-        try:
-            params.append(int(q.layer))
-        except ValueError:
-            raise UserError(f"layer filter {q.layer!r} is not a number") from None
-        clauses.append("s.layer = ?")
-    if q.min_monosemanticity and q.min_monosemanticity > 0:
-        clauses.append("f.monosemanticity >= ?")
-        params.append(float(q.min_monosemanticity))
-    if q.named_only:
-        clauses.append("f.name IS NOT NULL AND f.name <> ''")
-    for word in (q.text or "").split():
-        if "/" in word:
-            clauses.append("(f.sae_id || '/' || CAST(f.feature AS VARCHAR)) = ?")
-            params.append(word)
-        elif word.lstrip("#").isdigit():
-            clauses.append("(f.name ILIKE ? OR f.description ILIKE ? OR f.feature = ?)")
-            params += [f"%{word}%", f"%{word}%", int(word.lstrip("#"))]
-        else:
-            clauses.append("(f.name ILIKE ? OR f.description ILIKE ?)")
-            params += [f"%{word}%", f"%{word}%"]
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+    saes = ctx.catalog.saes()
+    return [ALL] + [s.sae_id for s in saes], [ALL] + [str(layer) for layer in sorted({s.layer for s in saes})]
 
 
 def search_features(ctx: AppContext, q: ConceptQuery) -> ConceptPage:
-    if q.sort not in SORTS:
-        raise UserError(f"cannot sort by {q.sort!r}; choose one of {list(SORTS)}")
-    size = max(1, min(int(q.page_size), 500))
-    where, params = _where(q)
-    base = "FROM features f JOIN saes s ON s.sae_id = f.sae_id" + where
-    total = int(ctx.query(f"SELECT count(*) AS n {base}", params)[0]["n"])
-    n_pages = max(1, math.ceil(total / size))
-    page = min(max(1, int(q.page)), n_pages)
-    order = f"{SORTS[q.sort]} {'DESC' if q.descending else 'ASC'} NULLS LAST, s.layer, f.sae_id, f.feature"
-    rows = ctx.query(
-        "SELECT f.sae_id, f.feature, f.name, f.description, s.layer, f.monosemanticity, f.rank, f.density "
-        f"{base} ORDER BY {order} LIMIT ? OFFSET ?", params + [size, (page - 1) * size])
-    refs = [f"{r['sae_id']}/{r['feature']}" for r in rows]
+    res = ctx.catalog.concepts_page(q)
+    refs = [r.ref for r in res.rows]
     table = pd.DataFrame(
-        [[ref, r["name"] or "", r["description"] or "", r["layer"], r["sae_id"],
-          None if r["monosemanticity"] is None else round(float(r["monosemanticity"]), 3), r["rank"],
-          None if r["density"] is None else round(float(r["density"]), 4)]
-         for ref, r in zip(refs, rows)], columns=COLUMNS)
-    return ConceptPage(table, total, page, n_pages, refs)
+        [[r.ref, r.name or "", r.description or "", r.layer, r.sae_id,
+          None if r.monosemanticity is None else round(float(r.monosemanticity), 3), r.rank,
+          None if r.density is None else round(float(r.density), 4)]
+         for r in res.rows], columns=COLUMNS)
+    return ConceptPage(table, res.total, res.page, res.n_pages, refs)
+
+
+def query_from_widgets(text, sae, layer, min_mono, named_only, sort, descending, page_size,  # noqa: ANN001
+                       page) -> ConceptQuery:
+    """The widgets' values as a query: 'All' is no filter, and the layer must be a number."""
+    layer = str(layer or ALL)
+    try:
+        layer_no = None if layer == ALL else int(layer)
+    except ValueError:
+        raise UserError(f"layer filter {layer!r} is not a number") from None
+    try:
+        return ConceptQuery(text=text or "", sae_id=None if (sae or ALL) == ALL else sae, layer=layer_no,
+                            min_monosemanticity=float(min_mono or 0), named_only=bool(named_only),
+                            sort=sort or "rank", descending=bool(descending), page=int(page or 1),
+                            page_size=int(page_size or 25))
+    except ValueError as exc:  # an unknown sort key
+        raise UserError(str(exc)) from None
 
 
 # -- widgets ------------------------------------------------------------------------------
@@ -148,7 +103,7 @@ def render(ctx: AppContext) -> ConceptsWidgets:
         sae = gr.Dropdown(saes, value=ALL, label="SAE", scale=2)
         layer = gr.Dropdown(layers, value=ALL, label="Layer", scale=1, min_width=90)
         min_mono = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Min. monosemanticity", scale=2)
-        sort = gr.Dropdown(list(SORTS), value="rank", label="Sort by", scale=1, min_width=120)
+        sort = gr.Dropdown(list(CONCEPT_SORTS), value="rank", label="Sort by", scale=1, min_width=120)
         with gr.Column(scale=1, min_width=130):
             descending = gr.Checkbox(False, label="Descending")
             named_only = gr.Checkbox(False, label="Named only")
@@ -167,10 +122,9 @@ def render(ctx: AppContext) -> ConceptsWidgets:
                            prev, nxt, info, table, refs)
 
 
-def _run(ctx: AppContext, text, sae, layer, min_mono, named_only, sort, descending, page_size, page):  # noqa: ANN001, ANN202
-    res = search_features(ctx, ConceptQuery(text or "", sae or ALL, str(layer or ALL), float(min_mono or 0),
-                                            bool(named_only), sort or "rank", bool(descending),
-                                            int(page or 1), int(page_size or 25)))
+def _run(ctx: AppContext, *values):  # noqa: ANN002, ANN202
+    """The handler behind every control: ``values`` are the filters' widgets, then the page."""
+    res = search_features(ctx, query_from_widgets(*values))
     return res.table, res.summary, res.page, res.refs
 
 

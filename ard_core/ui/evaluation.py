@@ -33,20 +33,20 @@ def _cell(value: float | None, std: float | None) -> str:
 
 
 def table_names(ctx: AppContext) -> list[str]:
-    names = [r["table_name"] for r in ctx.query("SELECT DISTINCT table_name FROM evaluations")]
-    return sorted(names, key=lambda n: (n not in TITLES, n))
+    """The catalog's evaluation tables, the paper's (TITLES) first."""
+    return sorted(ctx.catalog.evaluation_tables(), key=lambda n: (n not in TITLES, n))
 
 
 def evaluation_table(ctx: AppContext, table_name: str) -> pd.DataFrame:
     """One row per (method, SAE/model), one column per metric, cells 'value ± std'."""
-    rows = ctx.query("SELECT method, sae_id, metric, value, std FROM evaluations WHERE table_name = ?", [table_name])
+    rows = ctx.catalog.evaluation_rows(table_name)
     if not rows:
         return pd.DataFrame(columns=["method", "SAE / model"])
-    seen = sorted({r["metric"] for r in rows})
+    seen = sorted({r.metric for r in rows})
     metrics = [m for m in METRIC_ORDER if m in seen] + [m for m in seen if m not in METRIC_ORDER]
     cells: dict[tuple[str, str], dict[str, str]] = {}
     for r in rows:
-        cells.setdefault((r["method"], r["sae_id"]), {})[r["metric"]] = _cell(r["value"], r["std"])
+        cells.setdefault((r.method, r.sae_id), {})[r.metric] = _cell(r.value, r.std)
 
     def order(key: tuple[str, str]) -> tuple:
         m = key[0].split(":")[0]
@@ -57,11 +57,10 @@ def evaluation_table(ctx: AppContext, table_name: str) -> pd.DataFrame:
 
 
 def steering_table(ctx: AppContext) -> pd.DataFrame:
-    rows = ctx.query("SELECT mapping, method, sae_id, feature, value, judge, sensitivity, n FROM steering_results "
-                     "ORDER BY mapping, method, sae_id, feature, value")
+    """The steering evaluation: sensitivity of the judged attribute per feature and value."""
     return pd.DataFrame(
-        [[r["mapping"], r["method"], f"{r['sae_id']}/{r['feature']}", r["value"], r["judge"],
-          round(r["sensitivity"], 4) if r["sensitivity"] is not None else None, r["n"]] for r in rows],
+        [[r.mapping, r.method, f"{r.sae_id}/{r.feature}", r.value, r.judge,
+          round(r.sensitivity, 4) if r.sensitivity is not None else None, r.n] for r in ctx.catalog.steering_results()],
         columns=["mapping", "method", "feature", "value", "judge", "sensitivity", "n"])
 
 

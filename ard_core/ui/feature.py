@@ -2,14 +2,13 @@
 
 Each example clip gets an audio player, its caption and scores (r = mu x c), and
 its activation over time aligned with the clip's mel spectrogram. Activations
-over time are not stored in the catalog: they are recomputed on demand from the
-activation store (the clip's tokens at the SAE's layer through the SAE), which
-takes milliseconds per clip. The deep link ``?feature=SAE_ID/K`` opens this page.
+are recomputed on demand from the activation store (:mod:`ard_core.traces`); the
+catalog's ``feature_pages`` row gives the rest in one lookup. The deep link
+``?feature=SAE_ID/K`` opens this page.
 """
 
 from __future__ import annotations
 
-import functools
 import html
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -17,24 +16,18 @@ from typing import Any, NamedTuple
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
-import torch
 
+from ard_core.audio import MelSpectrogram, load_audio, log_mel
 from ard_core.catalog import ClipRow, FeatureExampleRow, FeatureRow, SaeRow
+from ard_core.traces import Trace, activation_over_time, activation_sample
 from ard_core.ui import plots
-from ard_core.ui.common import guard
-from ard_core.ui.context import AppContext, UserError, feature_row_of, fmt_num, parse_ref
+from ard_core.ui.common import fmt_num, guard
+from ard_core.ui.context import AppContext, UserError, parse_ref
 
 SPEC_HOP_S = 0.01
 SPEC_MAX_FRAMES = 600
+"""A clip's spectrogram has at most this many frames (longer clips get a longer hop)."""
 N_MELS = 64
-
-
-class Trace(NamedTuple):
-    """A feature's activation per token of one clip."""
-
-    times: np.ndarray  # (T,) start time of each token, seconds
-    acts: np.ndarray  # (T,) activation
-    note: str  # why it is empty, when it is
 
 
 class ExampleView(NamedTuple):
@@ -91,83 +84,36 @@ class FeatureView(NamedTuple):
                 f"| **{fmt_num(f.monosemanticity)}** | {rank} | {fmt_num(f.density, 4)} | {fmt_num(f.max_act)} |")
 
 
-# -- computations -----------------------------------------------------------------------------
-def activation_over_time(ctx: AppContext, sae: SaeRow, feature: int, clip: ClipRow) -> Trace:
-    """Feature ``feature``'s activation on each stored token of ``clip`` (recomputed from the store)."""
-    empty = np.zeros(0)
+# -- what the page draws ----------------------------------------------------------------------
+def trace(ctx: AppContext, sae: SaeRow, feature: int, clip: ClipRow) -> Trace:
+    """The feature's activation over ``clip``, or an empty trace saying why (no store, no tokens)."""
     if ctx.store is None:
-        return Trace(empty, empty, ctx.store_note)
-    try:
-        x = ctx.store.clip_tokens(sae.layer, clip.clip_id)  # (T, d) float16
-        pos = ctx.store.clip_positions(sae.layer, clip.clip_id)  # (T,)
-    except KeyError:
-        return Trace(empty, empty, f"clip {clip.clip_id} has no stored activations at layer {sae.layer}")
-    if x.shape[0] == 0:
-        return Trace(empty, empty, "the clip has no stored tokens")
-    model = ctx.sae(sae.sae_id)
-    with torch.no_grad():
-        lat = model.encode(torch.from_numpy(np.asarray(x, dtype=np.float32)))
-    acts = (lat.acts * (lat.indices == feature)).sum(dim=1).numpy()
-    # Audio tokens cover the clip evenly (Qwen2-Audio: 40 ms each); positions index the clip's span.
-    span = int(pos.max()) + 1
-    dt = float(clip.duration_s) / span if clip.duration_s else 0.04
-    return Trace(pos.astype(np.float64) * dt, acts.astype(np.float64), "")
+        return Trace(np.zeros(0), np.zeros(0), ctx.store_note)
+    return activation_over_time(ctx.sae(sae.sae_id), ctx.store, sae.layer, feature, clip.clip_id, clip.duration_s)
 
 
-@functools.lru_cache(maxsize=4)
-def _mel_filters(n_fft: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """(periodic Hann window (n_fft,), mel filterbank (N_MELS, n_fft // 2 + 1)), as librosa makes them."""
-    import librosa
+def spectrogram(ctx: AppContext, path: str) -> tuple[MelSpectrogram, float]:
+    """(mel spectrogram, duration in seconds) of an audio file, cached."""
 
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-    return window, librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=N_MELS, fmax=sr / 2).astype(np.float32)
-
-
-def mel_db(y: np.ndarray, sr: int = 16000) -> tuple[np.ndarray, float]:
-    """(mel dB (N_MELS, frames), seconds per frame): 0 dB is the loudest bin, -80 dB the floor.
-
-    Frames are SPEC_HOP_S apart, or further for clips longer than SPEC_MAX_FRAMES of
-    them (the window then grows with the hop, so no sample is skipped). The STFT is
-    done here rather than by librosa.feature.melspectrogram, which took four times as
-    long; a feature page draws eight of these.
-    """
-    import scipy.fft
-
-    hop = max(int(sr * SPEC_HOP_S), -(-y.size // SPEC_MAX_FRAMES))
-    n_fft = max(512, 1 << (hop - 1).bit_length())
-    window, filters = _mel_filters(n_fft, sr)
-    padded = np.pad(np.asarray(y, np.float32), n_fft // 2)  # centred frames, zero padding (librosa's default)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]  # (frames, n_fft)
-    power = np.abs(scipy.fft.rfft(frames * window, axis=1)) ** 2
-    db = 10.0 * np.log10(np.maximum(filters @ power.T, 1e-10))
-    return np.maximum(db - db.max(), -80.0).astype(np.float32), hop / sr
-
-
-def spectrogram(ctx: AppContext, path: str) -> tuple[np.ndarray, float, float]:
-    """(mel dB (N_MELS, frames), seconds per frame, duration) of an audio file, cached."""
-
-    def make() -> tuple[np.ndarray, float, float]:
-        from ard_core.audio import load_audio
-
+    def make() -> tuple[MelSpectrogram, float]:
         y = load_audio(path)
-        db, hop = mel_db(y, 16000)
-        return db, hop, y.size / 16000
+        return log_mel(y, 16000, n_mels=N_MELS, hop_s=SPEC_HOP_S, max_frames=SPEC_MAX_FRAMES), y.size / 16000
 
-    return ctx.cached(ctx._spec_cache, str(path), make, limit=128)
+    return ctx.spectrograms.get(str(path), make)
 
 
 def clip_figure(ctx: AppContext, clip: ClipRow, path: str | None, trace: Trace, max_act: float | None) -> go.Figure:
     if path is None:
         return plots.empty_figure(f"audio file of {clip.clip_id} not found", height=200)
     try:
-        db, hop, duration = spectrogram(ctx, path)
+        spec, duration = spectrogram(ctx, path)
     except Exception as exc:  # a broken file must not break the page
         return plots.empty_figure(f"cannot read {clip.clip_id}: {exc}", height=200)
     times, acts = trace.times, trace.acts
     if times.size:  # a step line needs the end of the last token
         step = times[1] - times[0] if times.size > 1 else duration
         times, acts = np.append(times, times[-1] + step), np.append(acts, acts[-1])
-    return plots.clip_activation_figure(db, hop, times, acts, duration, max_act, trace.note)
+    return plots.clip_activation_figure(spec.db, spec.hop_s, times, acts, duration, max_act, trace.note)
 
 
 def _examples(ctx: AppContext, sae: SaeRow, feature: FeatureRow,
@@ -175,90 +121,44 @@ def _examples(ctx: AppContext, sae: SaeRow, feature: FeatureRow,
     """kind ('top', 'bottom') -> (views of the first ``ctx.max_examples`` of ``rows``, how many there are)."""
     shown = {kind: sorted((r for r in rows if r.kind == kind), key=lambda r: r.rank)[: ctx.max_examples]
              for kind in ("top", "bottom")}
-    clips = ctx.clips(sorted({r.clip_id for rs in shown.values() for r in rs}))
+    clips = ctx.catalog.clips(sorted({r.clip_id for rs in shown.values() for r in rs}))
     out: dict[str, tuple[list[ExampleView], int]] = {}
     for kind, rs in shown.items():
         views = []
         for r in rs:
             clip = clips.get(r.clip_id) or ClipRow(r.clip_id, "", "", "", 0.0, {}, "(clip missing from the catalog)")
-            path = ctx.clip_path(clip)
-            trace = (activation_over_time(ctx, sae, feature.feature, clip) if clip.path
-                     else Trace(np.zeros(0), np.zeros(0), ""))
-            fig = clip_figure(ctx, clip, str(path) if path else None, trace, feature.max_act)
+            path = ctx.catalog.resolve(clip.path)
+            tr = trace(ctx, sae, feature.feature, clip) if clip.path else Trace(np.zeros(0), np.zeros(0), "")
+            fig = clip_figure(ctx, clip, str(path) if path else None, tr, feature.max_act)
             views.append(ExampleView(kind, r.rank, r.clip_id, str(path) if path else None, clip.caption, clip.labels,
-                                     r.score, r.mean_act, r.coverage, trace, fig))
+                                     r.score, r.mean_act, r.coverage, tr, fig))
         out[kind] = (views, sum(r.kind == kind for r in rows))
     return out
 
 
-def activation_sample(ctx: AppContext, sae: SaeRow) -> tuple[list[str], int, torch.Tensor, torch.Tensor]:
-    """The SAE's TopK latents on a fixed sample of stored clips (cached per SAE).
-
-    Clips are drawn in a seeded order until ``ctx.hist_token_budget`` tokens; returns
-    (clip ids, n tokens, acts (N, K), indices (N, K)).
-    """
-
-    def make() -> tuple[list[str], int, torch.Tensor, torch.Tensor]:
-        index = ctx.store.index(sae.layer)
-        order = np.random.default_rng(0).permutation(len(index))
-        chosen, n = [], 0
-        for i in order:
-            if n >= ctx.hist_token_budget:
-                break
-            chosen.append(index[i].clip_id)
-            n += index[i].n_tokens
-        model = ctx.sae(sae.sae_id)
-        xs = [np.asarray(ctx.store.clip_tokens(sae.layer, c), dtype=np.float32) for c in chosen]
-        x = torch.from_numpy(np.concatenate(xs)) if xs else torch.zeros(0, sae.d_in)
-        with torch.no_grad():
-            lat = model.encode(x)
-        return chosen, int(x.shape[0]), lat.acts, lat.indices
-
-    return ctx.cached(ctx._sample_cache, sae.sae_id, make, limit=16)
-
-
 def feature_histogram(ctx: AppContext, sae: SaeRow, feature: int) -> go.Figure:
+    """The feature's activations over the SAE's fixed token sample (ctx.hist_token_budget tokens)."""
     if ctx.store is None:
         return plots.empty_figure(ctx.store_note)
     try:
-        clips, n_tokens, acts, idx = activation_sample(ctx, sae)
+        sample = ctx.samples.get(sae.sae_id, lambda: activation_sample(ctx.sae(sae.sae_id), ctx.store, sae.layer,
+                                                                       ctx.hist_token_budget))
     except KeyError as exc:
         return plots.empty_figure(f"no stored activations for this SAE's layer ({exc})")
-    values = (acts * (idx == feature)).sum(dim=1).numpy()
-    return plots.activation_histogram(values, n_tokens, len(clips))
-
-
-def neighbours(page: dict[str, Any]) -> tuple[str | None, str | None]:
-    """References of the listed features before and after a ``ctx.feature_page``."""
-    sae_id = page["sae_id"]
-    return (None if page["prev_feature"] is None else f"{sae_id}/{page['prev_feature']}",
-            None if page["next_feature"] is None else f"{sae_id}/{page['next_feature']}")
-
-
-def densities(ctx: AppContext, sae_id: str) -> np.ndarray:
-    """(features,) density of every listed feature of ``sae_id``, NaN where unknown; cached per SAE
-    (the app's catalog is read-only, and a page would otherwise read 32k rows to draw one histogram)."""
-
-    def make() -> np.ndarray:
-        rows = ctx.query("SELECT density FROM features WHERE sae_id = ?", [sae_id])
-        return np.array([r["density"] if r["density"] is not None else np.nan for r in rows], float)
-
-    return ctx.cached(ctx._density_cache, sae_id, make, limit=16)
+    return plots.activation_histogram(sample.feature_values(feature), sample.n_tokens, len(sample.clip_ids))
 
 
 def feature_view(ctx: AppContext, ref: str) -> FeatureView:
     """Everything the feature page shows for ``ref`` (SAE_ID/K)."""
     fr = parse_ref(ref)
-    page = ctx.feature_page(str(fr))
-    row = feature_row_of(page)
-    sae = ctx.sae_row(fr.sae_id)
-    dens = densities(ctx, sae.sae_id)
+    page = ctx.catalog.feature_page(fr)
+    row = page.feature
+    sae = ctx.catalog.sae(fr.sae_id)
+    dens = ctx.densities.get(sae.sae_id, lambda: ctx.catalog.feature_densities(sae.sae_id))
     density_fig = plots.density_histogram(dens, row.density, f"#{fr.feature}")
-    rows = [FeatureExampleRow("ard", sae.sae_id, fr.feature, **e) for e in page["examples"]]
-    examples = _examples(ctx, sae, row, rows)
+    examples = _examples(ctx, sae, row, page.examples)
     (top, n_top), (bottom, n_bottom) = examples["top"], examples["bottom"]
-    prev_ref, next_ref = neighbours(page)
-    return FeatureView(str(fr), row, sae, len(dens), top, bottom, n_top, n_bottom, prev_ref, next_ref,
+    return FeatureView(str(fr), row, sae, len(dens), top, bottom, n_top, n_bottom, page.prev_ref, page.next_ref,
                        density_fig, feature_histogram(ctx, sae, fr.feature))
 
 
@@ -371,9 +271,10 @@ def show(ctx: AppContext, ref: str) -> list[Any]:
 
 
 def step(ctx: AppContext, ref: str, delta: int) -> str:
+    """The reference of the listed feature before (delta < 0) or after ``ref``."""
     fr = parse_ref(ref)
-    prev_ref, next_ref = neighbours(ctx.feature_page(str(fr)))
-    target = prev_ref if delta < 0 else next_ref
+    page = ctx.catalog.feature_page(fr)
+    target = page.prev_ref if delta < 0 else page.next_ref
     if target is None:
         raise UserError(f"{fr} is the {'first' if delta < 0 else 'last'} feature of {fr.sae_id}")
     return target

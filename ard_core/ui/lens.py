@@ -31,21 +31,10 @@ class LensOptions(NamedTuple):
 
 
 def lens_options(ctx: AppContext, model: str | None = None) -> LensOptions:
-    models = [r["model"] for r in ctx.query("SELECT DISTINCT model FROM lens_scores ORDER BY model")]
+    """The models with lens scores, and the tracks and formats of ``model`` (default: the first model)."""
+    models = ctx.catalog.lens_models()
     model = model if model in models else (models[0] if models else None)
-    tracks = [r["track"] for r in ctx.query("SELECT DISTINCT track FROM lens_scores WHERE model = ? ORDER BY track",
-                                            [model])]
-    formats = [r["prompt_format"] for r in ctx.query(
-        "SELECT DISTINCT prompt_format FROM lens_scores WHERE model = ? ORDER BY prompt_format", [model])]
-    return LensOptions(models, tracks, formats)
-
-
-def _n_layers(ctx: AppContext, model: str) -> int | None:
-    rows = ctx.query("SELECT n_layers FROM models WHERE model = ?", [model])
-    if rows and rows[0]["n_layers"]:
-        return int(rows[0]["n_layers"])
-    rows = ctx.query("SELECT max(layer) AS L FROM lens_scores WHERE model = ?", [model])
-    return int(rows[0]["L"]) if rows and rows[0]["L"] is not None else None
+    return LensOptions(models, ctx.catalog.lens_tracks(model), ctx.catalog.lens_formats(model))
 
 
 def info_curves(ctx: AppContext, model: str, track: str, formats: Sequence[str], positions: Sequence[str],
@@ -63,49 +52,42 @@ def info_curves(ctx: AppContext, model: str, track: str, formats: Sequence[str],
     for fmt in formats:
         for pos in positions:
             for sub in subsets:
-                rows = ctx.query("SELECT layer, score, n FROM lens_scores WHERE model = ? AND track = ? AND "
-                                 "prompt_format = ? AND position = ? AND subset = ? ORDER BY layer",
-                                 [model, track, fmt, pos, sub])
+                rows = ctx.catalog.lens_curve(model, track, fmt, pos, sub)
                 if rows:
-                    name = f"{fmt} · {POSITIONS[pos]} · {sub} (n={rows[0]['n']})"
-                    curves.append((name, [r["layer"] for r in rows], [r["score"] for r in rows]))
-    summ = {r["prompt_format"]: r for r in ctx.query(
-        "SELECT prompt_format, critical_layer, n_labels FROM lens_summary WHERE model = ? AND track = ?",
-        [model, track])}
-    critical = {f: summ[f]["critical_layer"] for f in formats if f in summ and summ[f]["critical_layer"] is not None}
-    n_labels = next((r["n_labels"] for r in summ.values() if r["n_labels"]), None)
-    return plots.info_score_figure(curves, critical, _n_layers(ctx, model), 1.0 / n_labels if n_labels else None,
+                    name = f"{fmt} · {POSITIONS[pos]} · {sub} (n={rows[0].n})"
+                    curves.append((name, [r.layer for r in rows], [r.score for r in rows]))
+    summ = {r.prompt_format: r for r in ctx.catalog.lens_summary(model, track)}
+    critical = {f: summ[f].critical_layer for f in formats if f in summ and summ[f].critical_layer is not None}
+    n_labels = next((r.n_labels for r in summ.values() if r.n_labels), None)
+    return plots.info_score_figure(curves, critical, ctx.catalog.model_layers(model),
+                                   1.0 / n_labels if n_labels else None,
                                    title=f"Information score per layer — {track}")
 
 
 def track_heatmap(ctx: AppContext, model: str, fmt: str, position: str, subset: str) -> go.Figure:
-    rows = ctx.query("SELECT track, layer, score FROM lens_scores WHERE model = ? AND prompt_format = ? AND "
-                     "position = ? AND subset = ? ORDER BY track, layer", [model, fmt, position, subset])
+    rows = ctx.catalog.lens_grid(model, fmt, position, subset)
     if not rows:
         return plots.empty_figure("no lens scores for this format / position / subset")
-    tracks = sorted({r["track"] for r in rows})
-    layers = sorted({r["layer"] for r in rows})
+    tracks = sorted({r.track for r in rows})
+    layers = sorted({r.layer for r in rows})
     grid = np.full((len(tracks), len(layers)), np.nan)
     for r in rows:
-        grid[tracks.index(r["track"]), layers.index(r["layer"])] = r["score"]
+        grid[tracks.index(r.track), layers.index(r.layer)] = r.score
     return plots.lens_heatmap(tracks, layers, grid, f"All tracks: {fmt} · {POSITIONS[position]} · {subset}")
 
 
 def summary_table(ctx: AppContext, model: str) -> pd.DataFrame:
     """AudioLens Table II: accuracy and critical layer per track and prompt format."""
-    rows = ctx.query("SELECT track, prompt_format, accuracy, critical_layer, n, n_labels FROM lens_summary "
-                     "WHERE model = ? ORDER BY track, prompt_format", [model])
     return pd.DataFrame(
-        [[r["track"], r["prompt_format"], round(100 * r["accuracy"], 1),
-          None if r["critical_layer"] is None else round(r["critical_layer"], 2), r["n"], r["n_labels"]]
-         for r in rows],
+        [[r.track, r.prompt_format, round(100 * r.accuracy, 1),
+          None if r.critical_layer is None else round(r.critical_layer, 2), r.n, r.n_labels]
+         for r in ctx.catalog.lens_summary(model)],
         columns=["track", "format", "accuracy %", "critical layer", "n", "labels"])
 
 
 def correlation_text(ctx: AppContext, model: str) -> str:
     """AudioLens Table III: Pearson r between critical layer and accuracy."""
-    vals = {r["metric"]: r["value"] for r in ctx.query(
-        "SELECT metric, value FROM evaluations WHERE table_name = 'table3' AND sae_id = ?", [model])}
+    vals = {r.metric: r.value for r in ctx.catalog.evaluation_rows("table3", sae_id=model)}
     if "r" not in vals or vals["r"] is None or np.isnan(vals["r"]):
         return "Pearson r (critical layer vs accuracy): not available (needs 3+ track/format pairs with a critical layer)."
     p = vals.get("p_value")
@@ -115,22 +97,18 @@ def correlation_text(ctx: AppContext, model: str) -> str:
 
 
 def enrichment(ctx: AppContext, model: str, track: str | None = None) -> go.Figure:
-    tracks = [r["track"] for r in ctx.query("SELECT DISTINCT track FROM lens_enrichment WHERE model = ? ORDER BY track",
-                                            [model])]
+    """The enrichment lambda sweep of ``track`` (default: the first): info-score layer vs random layers."""
+    tracks = ctx.catalog.enrichment_tracks(model)
     if not tracks:
         return plots.enrichment_figure([], [], [], [], None, "")
     track = track if track in tracks else tracks[0]
-    info = ctx.query("SELECT lam, accuracy, source_layer FROM lens_enrichment WHERE model = ? AND track = ? AND "
-                     "method = 'info_score' ORDER BY lam", [model, track])
-    rand = ctx.query("SELECT lam, avg(accuracy) AS m, coalesce(stddev_samp(accuracy), 0) AS s FROM lens_enrichment "
-                     "WHERE model = ? AND track = ? AND method = 'random_layer' GROUP BY lam ORDER BY lam",
-                     [model, track])
-    lams = [r["lam"] for r in info] or [r["lam"] for r in rand]
-    rand_by = {r["lam"]: r for r in rand}
+    info = ctx.catalog.enrichment_runs(model, track, "info_score")
+    rand = {r.lam: r for r in ctx.catalog.enrichment_stats(model, track, "random_layer")}
+    lams = [r.lam for r in info] or list(rand)
     return plots.enrichment_figure(
-        lams, [r["accuracy"] for r in info],
-        [rand_by[l]["m"] for l in lams if l in rand_by], [rand_by[l]["s"] for l in lams if l in rand_by],
-        info[0]["source_layer"] if info else None, track)
+        lams, [r.accuracy for r in info],
+        [rand[l].mean for l in lams if l in rand], [rand[l].std for l in lams if l in rand],
+        info[0].source_layer if info else None, track)
 
 
 # -- widgets ------------------------------------------------------------------------------------

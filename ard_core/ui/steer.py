@@ -7,9 +7,8 @@ works by hooks on the shared model: two requests at once would steer each other.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import gradio as gr
 import numpy as np
@@ -19,6 +18,9 @@ import plotly.graph_objects as go
 from ard_core.ui import plots
 from ard_core.ui.common import guard, note
 from ard_core.ui.context import AppContext, UserError, parse_ref
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ard_core.steering import SteerResult, SteerSpec
 
 MAX_FEATURES = 4
 """Features steered at once (one value slider each)."""
@@ -45,14 +47,10 @@ def presets(ctx: AppContext) -> dict[str, Preset]:
     """Prompt presets: the caption instruction and each track's P2 / P3 question (AudioLens Table I)."""
     from ard_core.prompts import CAPTION_QUESTION, TRACK_PROMPTS, attribute_prompt, p3_options
 
-    seen: dict[str, set[str]] = {}
-    for r in ctx.query("SELECT labels FROM clips"):
-        labels = json.loads(r["labels"]) if isinstance(r["labels"], str) else (r["labels"] or {})
-        for track, value in labels.items():
-            seen.setdefault(track, set()).add(value)
+    seen = ctx.catalog.label_values()
     out = {"Caption (free text)": Preset(CAPTION_QUESTION, "", ())}
     for track, tp in TRACK_PROMPTS.items():
-        options = p3_options(track, sorted(seen[track])) if seen.get(track) else tp.paper_options
+        options = p3_options(track, seen[track]) if seen.get(track) else tp.paper_options
         if not options:
             continue
         if track == "emotion":
@@ -66,22 +64,17 @@ def presets(ctx: AppContext) -> dict[str, Preset]:
 
 def feature_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """(label, ref) of steerable features: named ones first (by rank), then the rest by rank."""
-    rows = ctx.query("SELECT sae_id, feature, name FROM features ORDER BY (name IS NULL OR trim(name) = ''), "
-                     "rank NULLS LAST, sae_id, feature LIMIT ?", [MAX_CHOICES])
-    return [(f"{r['name']} — {r['sae_id']}/{r['feature']}" if r["name"] else f"{r['sae_id']}/{r['feature']}",
-             f"{r['sae_id']}/{r['feature']}") for r in rows]
+    return [(f"{f.name} — {f.ref}" if f.name else f.ref, f.ref) for f in ctx.catalog.ranked_features(MAX_CHOICES)]
 
 
 def clip_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    rows = ctx.query("SELECT clip_id, caption FROM clips ORDER BY split = 'test' DESC, clip_id LIMIT ?", [MAX_CLIPS])
-    return [(f"{r['clip_id']} — {r['caption']}" if r["caption"] else r["clip_id"], r["clip_id"]) for r in rows]
+    return [(f"{c.clip_id} — {c.caption}" if c.caption else c.clip_id, c.clip_id)
+            for c in ctx.catalog.clip_choices(MAX_CLIPS)]
 
 
 def clip_audio_path(ctx: AppContext, clip_id: str) -> str:
-    clip = ctx.clip(clip_id)
-    if clip is None:
-        raise UserError(f"no clip {clip_id!r} in the catalog")
-    path = ctx.clip_path(clip)
+    clip = ctx.catalog.clip(clip_id)
+    path = ctx.catalog.resolve(clip.path)
     if path is None:
         raise UserError(f"the audio file of clip {clip_id} ({clip.path}) is not on this machine")
     return str(path)
@@ -96,7 +89,7 @@ class SliderSpec(NamedTuple):
 
 def slider_spec(ctx: AppContext, ref: str) -> SliderSpec:
     """A value range for steering ``ref``: +-4x its largest activation seen in scoring, starting at 2x."""
-    row = ctx.feature_row(ref)
+    row = ctx.catalog.feature_page(parse_ref(ref)).feature
     m = float(row.max_act) if row.max_act and np.isfinite(row.max_act) and row.max_act > 0 else 5.0
     top = float(np.ceil(4 * m))
     return SliderSpec(f"{row.name or 'unnamed'} ({ref})", -top, top, round(2 * m, 2))
@@ -136,16 +129,19 @@ def check_value(ref: str, value: object) -> float:
     return v
 
 
-def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: str, labels: str | Sequence[str],
-              refs: Sequence[str], values: Sequence[float], mode: str = "set",
-              positions: Sequence[str] = ("audio", "prompt", "generated"), max_new_tokens: int = 24) -> SteerView:
-    """Original vs steered generation of the loaded model on one clip."""
-    from ard_core.audio import load_upload
-    from ard_core.steering import SteerSpec, steer
+class SteerRequest(NamedTuple):
+    """A checked request: what :func:`run_steer` runs."""
 
-    llm = ctx.llm
-    if llm is None:
-        raise UserError(ctx.model_note or "no model is loaded")
+    refs: list[str]
+    values: list[float]
+    labels: list[str]
+    max_new_tokens: int
+
+
+def check_request(audio_path: str | None, question: str, prefix: str, labels: str | Sequence[str],
+                  refs: Sequence[str], values: Sequence[float], mode: str, positions: Sequence[str],
+                  max_new_tokens: int) -> SteerRequest:
+    """The request's inputs checked against the tab's limits, or a UserError saying which one is wrong."""
     if not audio_path:
         raise UserError("give an audio clip: upload, record, or pick one from the catalog")
     refs = [str(r) for r in (refs or [])]
@@ -171,53 +167,78 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
     label_list = parse_labels(labels)
     if len(label_list) > MAX_LABELS:
         raise UserError(f"{len(label_list)} labels to compare; give at most {MAX_LABELS}")
-    values = [check_value(ref, value) for ref, value in zip(refs, values)]
+    return SteerRequest(refs, [check_value(ref, value) for ref, value in zip(refs, values)], label_list, n_new)
 
-    by_sae: dict[str, dict[int, float]] = {}
-    for ref, value in zip(refs, values):
+
+def steer_specs(ctx: AppContext, refs: Sequence[str], values: Sequence[float], mode: str) -> list["SteerSpec"]:
+    """One SteerSpec per SAE of ``refs``, each checked to fit the loaded model."""
+    from ard_core.steering import specs_for_features
+
+    llm = ctx.llm
+    sae_ids: list[str] = []
+    for ref in refs:
         fr = parse_ref(ref)
-        ctx.feature_row(str(fr))  # exists?
-        by_sae.setdefault(fr.sae_id, {})[fr.feature] = value
-    specs = []
-    for sae_id, vals in by_sae.items():
-        row = ctx.sae_row(sae_id)
+        ctx.catalog.feature_page(fr)  # NotFound, naming the SAE's features, for a feature not in the catalog
+        if fr.sae_id not in sae_ids:
+            sae_ids.append(fr.sae_id)
+    for sae_id in sae_ids:
+        row = ctx.catalog.sae(sae_id)
         if row.d_in != llm.d_model:
             raise UserError(f"SAE {sae_id} reads {row.d_in}-d activations of model {row.model!r}; the loaded model "
                             f"{llm.name!r} has d_model={llm.d_model}. Start the app with that model (--model).")
         if row.layer >= llm.n_layers:
             raise UserError(f"SAE {sae_id} is at layer {row.layer}; the loaded model has {llm.n_layers} layers")
-        specs.append(SteerSpec(layer=row.layer, values=vals, sae=ctx.sae(sae_id, device=str(llm.device)), mode=mode))
+    # specs_for_features takes SAEs from its cache: hand it the app's, already on the model's device
+    loaded = {sae_id: ctx.sae(sae_id, device=str(llm.device)) for sae_id in sae_ids}
+    return specs_for_features(ctx.catalog, dict(zip(refs, values)), mode=mode, cache=loaded)
 
-    clip = load_upload(audio_path, sr=llm.sampling_rate, limits=ctx.audio_limits)
-    audio = clip.audio
-    prompt = llm.build_prompt(question or "", prefix or None)
-    if label_list:
-        from ard_core.prompts import label_token_ids
 
-        try:
-            label_token_ids(llm.tokenizer, label_list)
-        except ValueError as exc:
-            raise UserError(f"labels cannot be compared: {exc}") from None
-    with ctx.model_lock:
-        res = steer(llm, audio, prompt, specs, positions=tuple(positions), max_new_tokens=n_new,
-                    labels=label_list or None, with_lens=bool(label_list))
-    o, s = res.original, res.steered
-    if label_list:
-        po = [o.label_probs[l] for l in label_list]
-        ps = [s.label_probs[l] for l in label_list]
-        probs = pd.DataFrame({"label": label_list, "original": np.round(po, 4), "steered": np.round(ps, 4),
+def steer_view(result: "SteerResult", req: SteerRequest, mode: str, positions: Sequence[str], model_name: str,
+               notices: tuple[str, ...]) -> SteerView:
+    """The tab's outputs for a steering result: both answers, label probabilities and lens, a summary line."""
+    o, s, labels = result.original, result.steered, req.labels
+    if labels:
+        po = [o.label_probs[l] for l in labels]
+        ps = [s.label_probs[l] for l in labels]
+        probs = pd.DataFrame({"label": labels, "original": np.round(po, 4), "steered": np.round(ps, 4),
                               "change": np.round(np.subtract(ps, po), 4)})
-        probs_fig = plots.label_probs_figure(label_list, po, ps)
-        lens_fig = plots.steer_lens_figure(label_list, o.lens, s.lens)
+        probs_fig = plots.label_probs_figure(labels, po, ps)
+        lens_fig = plots.steer_lens_figure(labels, o.lens, s.lens)
     else:
         probs = pd.DataFrame(columns=["label", "original", "steered", "change"])
         probs_fig = plots.label_probs_figure([], [], [])
         lens_fig = plots.steer_lens_figure([], None, None)
-    applied = ", ".join(f"{r} {'=' if mode == 'set' else '+='} {float(v):g}" for r, v in zip(refs, values))
-    summary = f"Steered {applied} at {', '.join(positions)} positions ({mode} mode; model {llm.name})."
-    if clip.notices:
-        summary += "\n\n" + note(" ".join(clip.notices), "warn")
-    return SteerView(o.text, s.text, label_list, probs, probs_fig, lens_fig, summary, clip.notices)
+    applied = ", ".join(f"{r} {'=' if mode == 'set' else '+='} {float(v):g}" for r, v in zip(req.refs, req.values))
+    summary = f"Steered {applied} at {', '.join(positions)} positions ({mode} mode; model {model_name})."
+    if notices:
+        summary += "\n\n" + note(" ".join(notices), "warn")
+    return SteerView(o.text, s.text, labels, probs, probs_fig, lens_fig, summary, notices)
+
+
+def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: str, labels: str | Sequence[str],
+              refs: Sequence[str], values: Sequence[float], mode: str = "set",
+              positions: Sequence[str] = ("audio", "prompt", "generated"), max_new_tokens: int = 24) -> SteerView:
+    """Original vs steered generation of the loaded model on one clip."""
+    from ard_core.audio import load_upload
+    from ard_core.prompts import label_token_ids
+    from ard_core.steering import steer
+
+    llm = ctx.llm
+    if llm is None:
+        raise UserError(ctx.model_note or "no model is loaded")
+    req = check_request(audio_path, question, prefix, labels, refs, values, mode, positions, max_new_tokens)
+    specs = steer_specs(ctx, req.refs, req.values, mode)
+    clip = load_upload(audio_path, sr=llm.sampling_rate, limits=ctx.audio_limits)
+    prompt = llm.build_prompt(question or "", prefix or None)
+    if req.labels:
+        try:
+            label_token_ids(llm.tokenizer, req.labels)
+        except ValueError as exc:
+            raise UserError(f"labels cannot be compared: {exc}") from None
+    with ctx.model_lock:
+        res = steer(llm, clip.audio, prompt, specs, positions=tuple(positions), max_new_tokens=req.max_new_tokens,
+                    labels=req.labels or None, with_lens=bool(req.labels))
+    return steer_view(res, req, mode, positions, llm.name, clip.notices)
 
 
 # -- widgets ------------------------------------------------------------------------------------

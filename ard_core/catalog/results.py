@@ -1,0 +1,95 @@
+"""Named reads of the pipeline's results: AudioLens curves and tables, the paper's tables, steering.
+
+Each is a method of :class:`ard_core.catalog.Catalog` returning typed rows; the app's
+Lens and Evaluation tabs draw from them and hold no SQL.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ard_core.catalog.base import CatalogBase
+from ard_core.catalog.rows import EvaluationRow, LensEnrichmentRow, LensScoreRow, LensSummaryRow, SteeringResultRow
+
+
+class EnrichmentStat(NamedTuple):
+    """The random-layer baseline of the enrichment sweep at one lambda, over its seeds."""
+
+    lam: float
+    mean: float
+    std: float
+    """Sample std over seeds; 0 for a single seed."""
+
+
+class ResultReads(CatalogBase):
+    """Reads of lens, evaluation and steering results (mixed into :class:`ard_core.catalog.Catalog`)."""
+
+    def _distinct(self, column: str, table: str, model: str | None = None) -> list:
+        """Sorted distinct values of ``column`` (a name from this module, never user text)."""
+        where, params = ("WHERE model = ?", [model]) if model is not None else ("", [])
+        return [r[0] for r in self._fetch(f"SELECT DISTINCT {column} FROM {table} {where} ORDER BY {column}", params)[1]]
+
+    # -- AudioLens --------------------------------------------------------------------------
+    def lens_models(self) -> list[str]:
+        """Models with lens scores."""
+        return self._distinct("model", "lens_scores")
+
+    def lens_tracks(self, model: str | None) -> list[str]:
+        return self._distinct("track", "lens_scores", model) if model is not None else []
+
+    def lens_formats(self, model: str | None) -> list[str]:
+        return self._distinct("prompt_format", "lens_scores", model) if model is not None else []
+
+    def model_layers(self, model: str) -> int | None:
+        """The model's layer count: from ``models``, else the deepest layer it has lens scores for."""
+        rows = self._fetch("SELECT n_layers FROM models WHERE model = ?", [model])[1]
+        if rows and rows[0][0]:
+            return int(rows[0][0])
+        rows = self._fetch("SELECT max(layer) FROM lens_scores WHERE model = ?", [model])[1]
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def lens_curve(self, model: str, track: str, prompt_format: str, position: str, subset: str) -> list[LensScoreRow]:
+        """One information-score curve, by layer."""
+        return self.rows(LensScoreRow, "model = ? AND track = ? AND prompt_format = ? AND position = ? AND subset = ?",
+                         [model, track, prompt_format, position, subset])
+
+    def lens_grid(self, model: str, prompt_format: str, position: str, subset: str) -> list[LensScoreRow]:
+        """Every track's curve for one format / position / subset, by track then layer."""
+        return self.rows(LensScoreRow, "model = ? AND prompt_format = ? AND position = ? AND subset = ?",
+                         [model, prompt_format, position, subset], order_by="track, layer")
+
+    def lens_summary(self, model: str, track: str | None = None) -> list[LensSummaryRow]:
+        """AudioLens Table II rows (accuracy, critical layer) of ``model`` (one ``track``), by track and format."""
+        if track is None:
+            return self.rows(LensSummaryRow, "model = ?", [model])
+        return self.rows(LensSummaryRow, "model = ? AND track = ?", [model, track])
+
+    def enrichment_tracks(self, model: str) -> list[str]:
+        return self._distinct("track", "lens_enrichment", model)
+
+    def enrichment_runs(self, model: str, track: str, method: str) -> list[LensEnrichmentRow]:
+        """The enrichment sweep's runs of one method, by lambda then seed."""
+        return self.rows(LensEnrichmentRow, "model = ? AND track = ? AND method = ?", [model, track, method],
+                         order_by="lam, seed")
+
+    def enrichment_stats(self, model: str, track: str, method: str) -> list[EnrichmentStat]:
+        """Mean and std of accuracy over seeds at each lambda (the random-layer baseline), by lambda."""
+        rows = self._fetch("SELECT lam, avg(accuracy), coalesce(stddev_samp(accuracy), 0) FROM lens_enrichment "
+                           "WHERE model = ? AND track = ? AND method = ? GROUP BY lam ORDER BY lam",
+                           [model, track, method])[1]
+        return [EnrichmentStat(*r) for r in rows]
+
+    # -- evaluations and steering ---------------------------------------------------------------
+    def evaluation_tables(self) -> list[str]:
+        """Names of the tables with rows in ``evaluations`` ('table1', 'table3', ...), sorted."""
+        return self._distinct("table_name", "evaluations")
+
+    def evaluation_rows(self, table_name: str, sae_id: str | None = None) -> list[EvaluationRow]:
+        """The long-format rows of one table (of one SAE or model, for ``sae_id``)."""
+        if sae_id is None:
+            return self.rows(EvaluationRow, "table_name = ?", [table_name])
+        return self.rows(EvaluationRow, "table_name = ? AND sae_id = ?", [table_name, sae_id])
+
+    def steering_results(self) -> list[SteeringResultRow]:
+        """Every steering-evaluation row, by mapping, method, feature and value."""
+        return self.rows(SteeringResultRow)

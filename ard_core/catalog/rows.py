@@ -1,0 +1,221 @@
+"""One dataclass per catalog table: what the stages write and what :meth:`CatalogBase.rows` returns.
+
+Field names and order are the table's columns (``schema.MIGRATIONS``); ``TABLE_OF``
+maps each class to its table and ``PRIMARY_KEY`` gives every table's key, the
+default (deterministic) order of reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+@dataclass
+class ClipRow:
+    clip_id: str
+    dataset: str
+    split: str
+    path: str
+    duration_s: float
+    labels: dict[str, str]
+    caption: str
+
+
+@dataclass
+class ModelRow:
+    model: str
+    path: str
+    family: str
+    n_layers: int
+    d_model: int
+
+
+@dataclass
+class ActivationIndexRow:
+    model: str
+    layer: int
+    clip_id: str
+    shard: str
+    offset: int
+    n_tokens: int
+
+
+@dataclass
+class SaeRow:
+    sae_id: str
+    model: str
+    layer: int
+    expansion: int
+    k: int
+    d_in: int
+    d_sae: int
+    path: str
+    fvu: float
+    dead_frac: float
+    l0: float
+
+
+@dataclass
+class FeatureRow:
+    sae_id: str
+    feature: int
+    name: str | None
+    description: str | None
+    monosemanticity: float | None
+    rank: int | None
+    density: float | None
+    max_act: float | None
+
+
+@dataclass
+class FeatureExampleRow:
+    method: str
+    sae_id: str
+    feature: int
+    kind: str
+    rank: int
+    clip_id: str
+    score: float
+    mean_act: float
+    coverage: float
+
+
+@dataclass
+class LensScoreRow:
+    model: str
+    track: str
+    prompt_format: str
+    position: str
+    subset: str
+    layer: int
+    score: float
+    n: int
+
+
+@dataclass
+class LensSummaryRow:
+    model: str
+    track: str
+    prompt_format: str
+    accuracy: float
+    critical_layer: float | None
+    n: int
+    n_labels: int
+
+
+@dataclass
+class LensEnrichmentRow:
+    model: str
+    track: str
+    method: str
+    lam: float
+    seed: int
+    source_layer: int | None
+    accuracy: float
+    n: int
+
+
+@dataclass
+class ClipEmbeddingRow:
+    embedder: str
+    clip_id: str
+    embedding: list[float]
+
+
+@dataclass
+class ClipCaptionRow:
+    model: str
+    clip_id: str
+    caption: str
+
+
+@dataclass
+class MethodScoreRow:
+    method: str
+    sae_id: str
+    feature: int
+    seed: int
+    monosemanticity: float | None
+    rank: int
+
+
+@dataclass
+class MethodConceptRow:
+    method: str
+    sae_id: str
+    feature: int
+    seed: int
+    name: str
+    description: str
+
+
+@dataclass
+class EvaluationRow:
+    table_name: str
+    method: str
+    sae_id: str
+    metric: str
+    value: float
+    std: float | None
+
+
+@dataclass
+class SteeringResultRow:
+    mapping: str
+    method: str
+    sae_id: str
+    feature: int
+    value: float
+    judge: str
+    sensitivity: float
+    n: int
+
+
+@dataclass
+class AnnotationRow:
+    annotator: str
+    session_id: str
+    sae_id: str
+    feature: int
+    label: str
+    rating: int | None
+
+
+TABLE_OF: dict[type, str] = {
+    ClipRow: "clips",
+    ModelRow: "models",
+    ActivationIndexRow: "activation_index",
+    SaeRow: "saes",
+    FeatureRow: "features",
+    FeatureExampleRow: "feature_examples",
+    LensScoreRow: "lens_scores",
+    LensSummaryRow: "lens_summary",
+    LensEnrichmentRow: "lens_enrichment",
+    ClipEmbeddingRow: "clip_embeddings",
+    ClipCaptionRow: "clip_captions",
+    MethodScoreRow: "method_scores",
+    MethodConceptRow: "method_concepts",
+    EvaluationRow: "evaluations",
+    SteeringResultRow: "steering_results",
+    AnnotationRow: "annotations",
+}
+
+
+# Primary keys, the default (deterministic) order of :meth:`Catalog.rows`.
+PRIMARY_KEY: dict[str, tuple[str, ...]] = {
+    "clips": ("clip_id",),
+    "models": ("model",),
+    "activation_index": ("model", "layer", "clip_id"),
+    "saes": ("sae_id",),
+    "features": ("sae_id", "feature"),
+    "feature_examples": ("method", "sae_id", "feature", "kind", "rank"),
+    "lens_scores": ("model", "track", "prompt_format", "position", "subset", "layer"),
+    "lens_summary": ("model", "track", "prompt_format"),
+    "lens_enrichment": ("model", "track", "method", "lam", "seed"),
+    "clip_embeddings": ("embedder", "clip_id"),
+    "clip_captions": ("model", "clip_id"),
+    "method_scores": ("method", "sae_id", "feature", "seed"),
+    "method_concepts": ("method", "sae_id", "feature", "seed"),
+    "evaluations": ("table_name", "method", "sae_id", "metric"),
+    "steering_results": ("mapping", "method", "sae_id", "feature", "value", "judge"),
+    "annotations": ("annotator", "session_id", "sae_id", "feature"),
+}

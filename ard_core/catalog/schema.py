@@ -1,0 +1,128 @@
+"""The catalog's schema: an append-only list of SQL migrations and its version.
+
+Opening a writable catalog applies the steps it lacks (``CatalogBase.migrate``);
+``docs/catalog.md`` documents every table. Never edit a released step: add one.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION_KEY = "schema_version"
+
+# Fills feature_pages (migration 4) for the SAEs matching ``ex`` (on feature_examples) and
+# ``f`` (on features): each listed feature's row, its neighbours, its 'ard' examples (top then
+# bottom, by rank).
+FILL_FEATURE_PAGES = """
+    INSERT INTO feature_pages
+    SELECT f.sae_id || '/' || CAST(f.feature AS VARCHAR), f.sae_id, f.feature, f.name, f.description,
+           f.monosemanticity, f."rank", f.density, f.max_act,
+           lag(f.feature) OVER (PARTITION BY f.sae_id ORDER BY f.feature),
+           lead(f.feature) OVER (PARTITION BY f.sae_id ORDER BY f.feature),
+           coalesce(e.examples, [])
+    FROM features f LEFT JOIN (
+        SELECT sae_id, feature,
+               list({{'kind': kind, 'rank': "rank", 'clip_id': clip_id, 'score': score, 'mean_act': mean_act,
+                      'coverage': coverage}} ORDER BY kind DESC, "rank") AS examples
+        FROM feature_examples WHERE method = 'ard' AND {ex} GROUP BY sae_id, feature
+    ) e ON e.sae_id = f.sae_id AND e.feature = f.feature
+    WHERE {f}
+"""
+PAGE_SOURCES = ("features", "feature_examples")
+"""Tables feature_pages derives from: every write to them refreshes it (CatalogBase._refresh_pages)."""
+
+# Append only: never edit a released step, add a new one.
+MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    """
+    CREATE TABLE clips (
+        clip_id VARCHAR PRIMARY KEY, dataset VARCHAR, split VARCHAR, path VARCHAR,
+        duration_s DOUBLE, labels VARCHAR, caption VARCHAR
+    );
+    CREATE TABLE models (
+        model VARCHAR PRIMARY KEY, path VARCHAR, family VARCHAR, n_layers INTEGER, d_model INTEGER
+    );
+    CREATE TABLE activation_index (
+        model VARCHAR, layer INTEGER, clip_id VARCHAR, shard VARCHAR, "offset" BIGINT, n_tokens INTEGER,
+        PRIMARY KEY (model, layer, clip_id)
+    );
+    CREATE TABLE saes (
+        sae_id VARCHAR PRIMARY KEY, model VARCHAR, layer INTEGER, expansion INTEGER, k INTEGER,
+        d_in INTEGER, d_sae INTEGER, path VARCHAR, fvu DOUBLE, dead_frac DOUBLE, l0 DOUBLE
+    );
+    CREATE TABLE features (
+        sae_id VARCHAR, feature INTEGER, name VARCHAR, description VARCHAR,
+        monosemanticity DOUBLE, rank INTEGER, density DOUBLE, max_act DOUBLE,
+        PRIMARY KEY (sae_id, feature)
+    );
+    CREATE TABLE feature_examples (
+        method VARCHAR, sae_id VARCHAR, feature INTEGER, kind VARCHAR, rank INTEGER, clip_id VARCHAR,
+        score DOUBLE, mean_act DOUBLE, coverage DOUBLE,
+        PRIMARY KEY (method, sae_id, feature, kind, rank)
+    );
+    CREATE TABLE lens_scores (
+        model VARCHAR, track VARCHAR, prompt_format VARCHAR, position VARCHAR, subset VARCHAR,
+        layer INTEGER, score DOUBLE, n INTEGER,
+        PRIMARY KEY (model, track, prompt_format, position, subset, layer)
+    );
+    CREATE TABLE evaluations (
+        table_name VARCHAR, method VARCHAR, sae_id VARCHAR, metric VARCHAR, value DOUBLE, std DOUBLE,
+        PRIMARY KEY (table_name, method, sae_id, metric)
+    );
+    CREATE TABLE steering_results (
+        mapping VARCHAR, method VARCHAR, sae_id VARCHAR, feature INTEGER, value DOUBLE, judge VARCHAR,
+        sensitivity DOUBLE, n INTEGER,
+        PRIMARY KEY (mapping, method, sae_id, feature, value, judge)
+    );
+    CREATE TABLE annotations (
+        annotator VARCHAR, session_id VARCHAR, sae_id VARCHAR, feature INTEGER, label VARCHAR,
+        rating INTEGER, created_at TIMESTAMP DEFAULT current_timestamp,
+        PRIMARY KEY (annotator, session_id, sae_id, feature)
+    );
+    CREATE INDEX feature_examples_clip ON feature_examples (clip_id);
+    """,
+    # 2: AudioLens summaries (Table II/III) and the enrichment sweep (Fig. 5)
+    """
+    CREATE TABLE lens_summary (
+        model VARCHAR, track VARCHAR, prompt_format VARCHAR, accuracy DOUBLE, critical_layer DOUBLE,
+        n INTEGER, n_labels INTEGER,
+        PRIMARY KEY (model, track, prompt_format)
+    );
+    CREATE TABLE lens_enrichment (
+        model VARCHAR, track VARCHAR, method VARCHAR, lam DOUBLE, seed INTEGER, source_layer INTEGER,
+        accuracy DOUBLE, n INTEGER,
+        PRIMARY KEY (model, track, method, lam, seed)
+    );
+    """,
+    # 3: caches and per-method results of the score / describe / evaluate stages
+    """
+    CREATE TABLE clip_embeddings (
+        embedder VARCHAR, clip_id VARCHAR, embedding FLOAT[],
+        PRIMARY KEY (embedder, clip_id)
+    );
+    CREATE TABLE clip_captions (
+        model VARCHAR, clip_id VARCHAR, caption VARCHAR,
+        PRIMARY KEY (model, clip_id)
+    );
+    CREATE TABLE method_scores (
+        method VARCHAR, sae_id VARCHAR, feature INTEGER, seed INTEGER, monosemanticity DOUBLE, rank INTEGER,
+        PRIMARY KEY (method, sae_id, feature, seed)
+    );
+    CREATE TABLE method_concepts (
+        method VARCHAR, sae_id VARCHAR, feature INTEGER, seed INTEGER, name VARCHAR, description VARCHAR,
+        PRIMARY KEY (method, sae_id, feature, seed)
+    );
+    """,
+    # 4: feature_pages, derived from features and feature_examples: what the app's feature
+    # page reads, under a one-column key. DuckDB answers from an ART index only an equality
+    # on a single column, so a (sae_id, feature) lookup scanned all of feature_examples
+    # (2.3M rows at 3 x 32k features). The writer refreshes it with every write to its sources.
+    """
+    CREATE TABLE feature_pages (
+        ref VARCHAR PRIMARY KEY, sae_id VARCHAR, feature INTEGER, name VARCHAR, description VARCHAR,
+        monosemanticity DOUBLE, rank INTEGER, density DOUBLE, max_act DOUBLE,
+        prev_feature INTEGER, next_feature INTEGER,
+        examples STRUCT(kind VARCHAR, rank INTEGER, clip_id VARCHAR, score DOUBLE, mean_act DOUBLE, coverage DOUBLE)[]
+    );
+    """ + FILL_FEATURE_PAGES.format(ex="TRUE", f="TRUE"),
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

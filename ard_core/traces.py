@@ -1,0 +1,83 @@
+"""A feature's activations recomputed from the activation store: over one clip's tokens, and
+over a fixed sample of clips (the feature page's trace plots and activation histogram).
+
+Neither is stored in the catalog: a clip's tokens at the SAE's layer go through the SAE
+on demand, which takes milliseconds per clip.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ard_core.sae import TopKSAE
+    from ard_core.store import ActivationStore
+
+TOKEN_SECONDS = 0.04
+"""Seconds per audio token when a clip's duration is unknown (Qwen2-Audio: 40 ms each)."""
+
+
+class Trace(NamedTuple):
+    """A feature's activation per token of one clip."""
+
+    times: np.ndarray  # (T,) start time of each token, seconds
+    acts: np.ndarray  # (T,) activation
+    note: str  # why it is empty, when it is
+
+
+def activation_over_time(sae: "TopKSAE", store: "ActivationStore", layer: int, feature: int, clip_id: str,
+                         duration_s: float | None) -> Trace:
+    """Feature ``feature``'s activation on each stored token of ``clip_id`` at ``layer`` (the SAE's layer)."""
+    empty = np.zeros(0)
+    try:
+        x = store.clip_tokens(layer, clip_id)  # (T, d) float16
+        pos = store.clip_positions(layer, clip_id)  # (T,)
+    except KeyError:
+        return Trace(empty, empty, f"clip {clip_id} has no stored activations at layer {layer}")
+    if x.shape[0] == 0:
+        return Trace(empty, empty, "the clip has no stored tokens")
+    with torch.no_grad():
+        lat = sae.encode(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+    acts = (lat.acts * (lat.indices == feature)).sum(dim=1).numpy()
+    # Audio tokens cover the clip evenly; positions index the clip's span.
+    span = int(pos.max()) + 1
+    dt = float(duration_s) / span if duration_s else TOKEN_SECONDS
+    return Trace(pos.astype(np.float64) * dt, acts.astype(np.float64), "")
+
+
+class ActivationSample(NamedTuple):
+    """An SAE's TopK latents on every token of a sample of stored clips."""
+
+    clip_ids: list[str]
+    n_tokens: int
+    acts: torch.Tensor  # (n_tokens, K)
+    indices: torch.Tensor  # (n_tokens, K)
+
+    def feature_values(self, feature: int) -> np.ndarray:
+        """(n_tokens,) the activation of ``feature`` on each sampled token (0 where it is not in the TopK)."""
+        return (self.acts * (self.indices == feature)).sum(dim=1).numpy()
+
+
+def activation_sample(sae: "TopKSAE", store: "ActivationStore", layer: int, token_budget: int,
+                      seed: int = 0) -> ActivationSample:
+    """The SAE's latents on clips drawn in a seeded order until ``token_budget`` tokens are reached.
+
+    A fixed sample (same seed, same clips) keeps a feature's histogram stable between
+    page views. Raises KeyError when the store holds no tokens at ``layer``.
+    """
+    index = store.index(layer)
+    order = np.random.default_rng(seed).permutation(len(index))
+    chosen, n = [], 0
+    for i in order:
+        if n >= token_budget:
+            break
+        chosen.append(index[i].clip_id)
+        n += index[i].n_tokens
+    xs = [np.asarray(store.clip_tokens(layer, c), dtype=np.float32) for c in chosen]
+    x = torch.from_numpy(np.concatenate(xs)) if xs else torch.zeros(0, sae.cfg.d_in)
+    with torch.no_grad():
+        lat = sae.encode(x)
+    return ActivationSample(chosen, int(x.shape[0]), lat.acts, lat.indices)

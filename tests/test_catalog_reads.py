@@ -1,0 +1,191 @@
+"""The catalog's named reads (what the app's pages ask), each against a small hand-written catalog."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ard_core.catalog import (
+    Catalog,
+    ClipRow,
+    ConceptQuery,
+    EvaluationRow,
+    FeatureExampleRow,
+    FeatureRow,
+    LensEnrichmentRow,
+    LensScoreRow,
+    LensSummaryRow,
+    ModelRow,
+    NotFound,
+    SaeRow,
+    SteeringResultRow,
+)
+
+A, B, C = "m-l1-e4", "m-l3-e2", "m-l3-e4"
+
+
+@pytest.fixture(scope="module")
+def cat(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("reads")
+    (root / "clips" / "sub").mkdir(parents=True)
+    for name in ("clips/c1.wav", "clips/sub/c2.wav"):
+        (root / name).write_bytes(b"RIFF")
+    clips = [ClipRow("c1", "mini", "train", "clips/c1.wav", 1.0, {"gender": "female", "sound": "dog"}, "a dog"),
+             ClipRow("c2", "mini", "test", str(root / "clips/sub/c2.wav"), 2.0, {"gender": "male"}, ""),
+             ClipRow("c3", "mini", "probe", "gone/c3.wav", 1.5, {}, "a cat")]
+    saes = [SaeRow(s, "m", layer, e, 4, 16, 16 * e, f"saes/{s}", 0.1, 0.0, 4.0)
+            for s, layer, e in ((C, 3, 4), (A, 1, 4), (B, 3, 2))]
+    features = [FeatureRow(A, 0, "dog bark", "dogs barking", 0.8, 2, 0.1, 3.0),
+                FeatureRow(A, 2, None, None, 0.9, 1, 0.2, 1.0),
+                FeatureRow(A, 5, "", None, None, 3, None, None),
+                FeatureRow(B, 1, "cat", "a cat meowing #2", 0.5, 1, 0.3, 2.0)]
+    examples = [FeatureExampleRow("ard", A, 0, kind, rank, clip, 1.0 / (rank + 1), 0.5, 0.5)
+                for kind, rank, clip in (("top", 2, "c3"), ("top", 0, "c2"), ("bottom", 0, "c3"), ("top", 1, "c1"))]
+    examples.append(FeatureExampleRow("mean_act", A, 0, "top", 0, "c1", 9.0, 9.0, 1.0))
+    lens = [LensScoreRow("m", track, fmt, "last", "all", layer, 0.1 * layer + (track == "sound"), 20)
+            for track in ("gender", "sound") for fmt in ("P1", "P2") for layer in (3, 1, 2)]
+    lens.append(LensScoreRow("lens-only", "gender", "P1", "last", "all", 7, 0.5, 4))
+    summary = [LensSummaryRow("m", "gender", "P2", 0.7, None, 20, 2), LensSummaryRow("m", "gender", "P1", 0.9, 1.5, 20, 2),
+               LensSummaryRow("m", "sound", "P1", 0.6, 2.0, 20, 4)]
+    enrich = [LensEnrichmentRow("m", "sound", "info_score", lam, 0, 2, 0.5 + lam, 8) for lam in (0.5, 0.0)]
+    enrich += [LensEnrichmentRow("m", "sound", "random_layer", 0.0, s, None, acc, 8) for s, acc in enumerate((0.2, 0.4, 0.6))]
+    enrich += [LensEnrichmentRow("m", "sound", "random_layer", 0.5, 0, None, 0.3, 8)]
+    evals = [EvaluationRow("table4", "ard", A, "monosemanticity", 0.8, 0.1), EvaluationRow("table1", "ard", A, "f1", 0.5, None),
+             EvaluationRow("table3", "pearson", "m", "r", 0.4, None), EvaluationRow("table3", "pearson", "x", "r", 0.9, None)]
+    steering = [SteeringResultRow("f->m", "ard", A, 0, v, "label_prob", 0.1 * v, 4) for v in (8.0, 2.0)]
+    path = root / "run" / "catalog.duckdb"
+    with Catalog.open(path) as w:
+        for rows in (clips, saes, features, examples, lens, summary, enrich, evals, steering,
+                     [ModelRow("m", "models/m", "X", 6, 16), ModelRow("a-model", "models/a", "X", 2, 8)]):
+            w.upsert(rows)
+    with Catalog.open(path, read_only=True) as c:
+        yield c
+
+
+def test_counts_saes_and_models(cat: Catalog) -> None:
+    assert cat.counts() == (3, 4, 2, 3)  # the empty name is not a name
+    assert [s.sae_id for s in cat.saes()] == [A, B, C]  # by layer, then expansion
+    assert cat.sae(B).expansion == 2
+    with pytest.raises(NotFound, match=f"no SAE 'x-l1-e2' in this catalog \\(SAEs: {A}, {B}, {C}\\)"):
+        cat.sae("x-l1-e2")
+    assert cat.primary_model().model == "m"  # the model with the most SAEs
+
+
+def test_feature_page(cat: Catalog) -> None:
+    page = cat.feature_page(f"{A}/0")
+    assert page.feature == FeatureRow(A, 0, "dog bark", "dogs barking", 0.8, 2, 0.1, 3.0)
+    assert (page.ref, page.prev_ref, page.next_ref) == (f"{A}/0", None, f"{A}/2")
+    # only the 'ard' examples, top then bottom, each by rank
+    assert [(e.method, e.kind, e.rank, e.clip_id) for e in page.examples] == [
+        ("ard", "top", 0, "c2"), ("ard", "top", 1, "c1"), ("ard", "top", 2, "c3"), ("ard", "bottom", 0, "c3")]
+    assert cat.feature_page(f"{A}/2").examples == [] and cat.feature_page(f"{A}/2").prev_feature == 0
+    assert cat.feature_page(f"{A}/5").next_ref is None
+    with pytest.raises(NotFound, match="features 0..63"):
+        cat.feature_page(f"{A}/7")
+    with pytest.raises(NotFound, match="no SAE"):
+        cat.feature_page("x-l1-e2/0")
+    with pytest.raises(ValueError, match="SAE_ID/K"):
+        cat.feature_page("nonsense")
+
+
+def test_feature_lists(cat: Catalog) -> None:
+    np.testing.assert_array_equal(cat.feature_densities(A), [0.1, 0.2, np.nan])
+    assert cat.feature_names([f"{A}/0", f"{A}/2", "m-l9-e1/1"]) == {f"{A}/0": "dog bark", f"{A}/2": ""}
+    assert cat.feature_names([]) == {}
+    assert cat.named_features() == [f"{A}/0", f"{B}/1"]
+    # named first, each group by rank
+    assert [(f.ref, f.name) for f in cat.ranked_features(3)] == [(f"{B}/1", "cat"), (f"{A}/0", "dog bark"),
+                                                                  (f"{A}/2", None)]
+
+
+def _refs(cat: Catalog, **q) -> list[str]:
+    return [r.ref for r in cat.concepts_page(ConceptQuery(**q)).rows]
+
+
+def test_concepts_page_filters_sorts_and_pages(cat: Catalog) -> None:
+    assert _refs(cat) == [f"{A}/2", f"{B}/1", f"{A}/0", f"{A}/5"]  # by rank, ties by layer
+    assert _refs(cat, sort="monosemanticity", descending=True) == [f"{A}/2", f"{A}/0", f"{B}/1", f"{A}/5"]
+    assert _refs(cat, text="DOG barking") == [f"{A}/0"]  # every word, case-insensitively
+    assert _refs(cat, text="#2") == [f"{A}/2", f"{B}/1"]  # feature index 2, or '2' in the text
+    assert _refs(cat, text=f"{B}/1") == [f"{B}/1"]
+    assert _refs(cat, layer=3) == [f"{B}/1"] and _refs(cat, sae_id=A, named_only=True) == [f"{A}/0"]
+    assert _refs(cat, min_monosemanticity=0.85) == [f"{A}/2"]
+    page = cat.concepts_page(ConceptQuery(page_size=3, page=9))  # past the end: the last page
+    assert (page.total, page.page, page.n_pages, [r.ref for r in page.rows]) == (4, 2, 2, [f"{A}/5"])
+    row = cat.concepts_page(ConceptQuery(text="cat")).rows[0]
+    assert row == (B, 1, "cat", "a cat meowing #2", 3, 0.5, 1, 0.3)
+    assert cat.concepts_page(ConceptQuery(text="zebra")) == ([], 0, 1, 1)
+    with pytest.raises(ValueError, match="cannot sort by 'f.rank; DROP'"):
+        ConceptQuery(sort="f.rank; DROP")
+
+
+def test_clips(cat: Catalog, tmp_path: Path) -> None:
+    assert cat.clip("c1").labels == {"gender": "female", "sound": "dog"}
+    with pytest.raises(NotFound, match="no clip 'c9'"):
+        cat.clip("c9")
+    assert sorted(cat.clips(["c1", "c9", "c3"])) == ["c1", "c3"] and cat.clips([]) == {}
+    assert [c.clip_id for c in cat.clip_choices(2)] == ["c2", "c1"]  # the test split first
+    assert cat.label_values() == {"gender": ["female", "male"], "sound": ["dog"]}
+    root = cat.path.parent.parent
+    # c3's file is not on this machine; c1's relative path resolves against the run's parent folders
+    assert cat.top_clip_files(f"{A}/0", 5) == [("c2", root / "clips/sub/c2.wav"), ("c1", root / "clips/c1.wav")]
+    assert [c.clip_id for c in cat.top_clip_files(f"{A}/0", 1)] == ["c2"]
+    assert cat.clip_folders() == [str((root / "clips").resolve())]  # clips/sub collapsed into clips
+    assert cat.resolve("gone/c3.wav") is None and cat.resolve(None) is None
+    ann = tmp_path / "a.duckdb"
+    assert cat.private_paths(ann) == [str(cat.path.resolve()), str(ann.resolve()),
+                                      str(cat.path.resolve().parent / "activations"),
+                                      str(cat.path.resolve()) + ".wal", str(ann.resolve()) + ".wal"]
+
+
+def test_lens_reads(cat: Catalog) -> None:
+    assert cat.lens_models() == ["lens-only", "m"]
+    assert cat.lens_tracks("m") == ["gender", "sound"] and cat.lens_formats("m") == ["P1", "P2"]
+    assert cat.lens_tracks(None) == [] == cat.lens_formats(None)
+    assert cat.model_layers("m") == 6 and cat.model_layers("lens-only") == 7 and cat.model_layers("none") is None
+    curve = cat.lens_curve("m", "sound", "P2", "last", "all")
+    assert [r.layer for r in curve] == [1, 2, 3] and curve[0].score == pytest.approx(1.1)
+    assert cat.lens_curve("m", "sound", "P2", "last", "correct") == []
+    grid = cat.lens_grid("m", "P1", "last", "all")
+    assert [(r.track, r.layer) for r in grid] == [(t, l) for t in ("gender", "sound") for l in (1, 2, 3)]
+    assert [(r.track, r.prompt_format) for r in cat.lens_summary("m")] == [("gender", "P1"), ("gender", "P2"),
+                                                                          ("sound", "P1")]
+    assert [r.critical_layer for r in cat.lens_summary("m", "gender")] == [1.5, None]
+    assert cat.enrichment_tracks("m") == ["sound"] and cat.enrichment_tracks("lens-only") == []
+    assert [r.lam for r in cat.enrichment_runs("m", "sound", "info_score")] == [0.0, 0.5]
+    stats = cat.enrichment_stats("m", "sound", "random_layer")
+    assert [s.lam for s in stats] == [0.0, 0.5]
+    assert stats[0].mean == pytest.approx(0.4) and stats[0].std == pytest.approx(0.2)  # sample std of .2 .4 .6
+    assert stats[1] == (0.5, pytest.approx(0.3), 0.0)  # one seed: std 0
+
+
+def test_evaluation_and_steering_reads(cat: Catalog) -> None:
+    assert cat.evaluation_tables() == ["table1", "table3", "table4"]
+    assert [(r.sae_id, r.value) for r in cat.evaluation_rows("table3")] == [("m", 0.4), ("x", 0.9)]
+    assert [r.value for r in cat.evaluation_rows("table3", sae_id="m")] == [0.4]
+    assert cat.evaluation_rows("table9") == []
+    assert [r.value for r in cat.steering_results()] == [2.0, 8.0]
+
+
+def test_a_read_only_catalog_serves_many_threads(cat: Catalog) -> None:
+    """Each read runs on its own cursor: one DuckDB connection used by two threads at once is not safe."""
+    want = _refs(cat, sort="density")
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(40):
+                assert _refs(cat, sort="density") == want
+                assert cat.feature_page(f"{A}/0").feature.name == "dog bark"
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

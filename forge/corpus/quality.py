@@ -10,17 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ard_core.audio import SAMPLE_RATE, load_audio
+from ard_core.audio import load_audio, log_mel
 from ard_core.datasets import ClipRecord
-
-
-def log_mel(audio: np.ndarray, n_mels: int = 64) -> np.ndarray:
-    """(n_mels, frames) log-mel in dB (25 ms window, 10 ms hop, 80 dB floor below the peak)."""
-    import librosa
-
-    mel = librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE, n_fft=400, hop_length=160,
-                                         n_mels=n_mels, power=2.0)
-    return librosa.power_to_db(mel, ref=np.max, top_db=80.0)
 
 
 def mean_pairwise_correlation(specs: list[np.ndarray]) -> float:
@@ -50,5 +41,5 @@ def within_class_correlation(records: list[ClipRecord], track: str, max_per_clas
     for label, recs in sorted(by_label.items()):
         if len(recs) > max_per_class:
             recs = [recs[i] for i in sorted(rng.choice(len(recs), max_per_class, replace=False))]
-        out[label] = mean_pairwise_correlation([log_mel(load_audio(r.path)) for r in recs])
+        out[label] = mean_pairwise_correlation([log_mel(load_audio(r.path), n_fft=400).db for r in recs])
     return out

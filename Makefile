@@ -28,8 +28,7 @@ pipeline: install
 	$(VPY) -m precompute run --config $(CONFIG)
 
 app: install
-	@if [ -f app.py ]; then $(VPY) app.py --catalog $(CATALOG) --port $(PORT); \
-	else echo "app.py is not built yet (issue 9): the catalog is at $(CATALOG)"; fi
+	$(VPY) app.py --catalog $(CATALOG) --port $(PORT)
 
 demo: pipeline app
 

@@ -251,8 +251,10 @@ def load_upload(path: str | Path, sr: int = SAMPLE_RATE, limits: AudioLimits = A
     return LoadedUpload(_resample(np.concatenate(blocks), f.sample_rate, sr), f, tuple(notices))
 
 
-def save_audio(path: str | Path, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    """Write mono float audio; the format follows the suffix (.wav 16-bit, .flac, .ogg Vorbis)."""
+def save_audio(path: str | Path, audio: np.ndarray, sr: int = SAMPLE_RATE,
+               compression_level: float | None = None) -> None:
+    """Write mono float audio; the format follows the suffix (.wav 16-bit, .flac, .ogg Vorbis).
+    ``compression_level`` (0 best .. 1 smallest) goes to libsndfile for .ogg and .flac."""
     import soundfile as sf
 
     path = Path(path)
@@ -270,6 +272,8 @@ def save_audio(path: str | Path, audio: np.ndarray, sr: int = SAMPLE_RATE) -> No
     if kwargs is None:
         raise AudioError(f"cannot write '{path}': unsupported suffix {suffix!r} (use .wav, .flac or .ogg)")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if compression_level is not None and suffix != ".wav":
+        kwargs["compression_level"] = float(compression_level)
     sf.write(str(path), np.clip(audio, -1.0, 1.0), sr, **kwargs)
 
 

@@ -63,14 +63,18 @@ class TrackHeads(nn.Module):
         total = torch.stack(losses).mean() if losses else pooled.sum() * 0.0
         return total, accs
 
-    def token_loss(self, states: torch.Tensor, lengths: torch.Tensor,
-                   targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The same classifiers applied to every valid audio token (batch, T, d) of each clip."""
+    def token_loss(self, states: torch.Tensor, lengths: torch.Tensor, targets: dict[str, torch.Tensor],
+                   where: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The same classifiers applied to every valid audio token (batch, T, d) of each clip, or,
+        per track, only to the tokens ``where[track]`` (batch, T) marks: where that label sounds,
+        so a bark inside speech does not teach the speech tokens 'dog'."""
         valid = torch.arange(states.shape[1])[None, :] < lengths[:, None]  # (batch, T)
         losses = []
         for t, head in self.heads.items():
             y = targets[t].to(states.device)[:, None].expand(-1, states.shape[1])
             keep = valid & (y >= 0)
+            if where is not None and t in where:
+                keep = keep & where[t].to(states.device)
             if keep.any():
                 losses.append(F.cross_entropy(head(states[keep]), y[keep]))
         return torch.stack(losses).mean() if losses else states.sum() * 0.0

@@ -50,6 +50,23 @@ def test_manifest_round_trip(tmp_path: Path, suffix: str) -> None:
     assert back[0].label_set("animal") == ()
 
 
+def test_manifest_spans_round_trip_and_are_checked(tmp_path: Path) -> None:
+    """The optional ``spans`` column: JSON {track: [[start, end], ...]}; absent for datasets that say nothing."""
+    recs = _records(tmp_path)
+    assert "spans" not in save_manifest(recs, tmp_path / "plain.csv").read_text().splitlines()[0]
+    recs[1] = ClipRecord(**{**recs[1].__dict__, "spans": {"animal": ((0.5, 0.9), (1.2, 1.6))}})
+    path = save_manifest(recs, tmp_path / "m.csv")
+    back = load_manifest(path)
+    assert back[1].spans == {"animal": ((0.5, 0.9), (1.2, 1.6))} and back[0].spans == {} and "spans" not in back[1].meta
+    text = path.read_text()
+    for bad, message in (('[[0.5, 0.9], [1.2, 1.6]]', "not JSON"),
+                         ('{""gender"": [[0.5, 0.9]]}', "no label for"),
+                         ('{""animal"": [[0.5, 2.5]]}', "not inside the clip")):
+        path.write_text(text.replace('"{""animal"":[[0.5,0.9],[1.2,1.6]]}"', f'"{bad}"'))
+        with pytest.raises(ManifestError, match=message):
+            load_manifest(path)
+
+
 def test_manifest_columns_and_relative_paths(tmp_path: Path) -> None:
     recs = _records(tmp_path / "corpus")
     path = save_manifest(recs, tmp_path / "corpus" / "manifest.csv")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import io
 import math
 import os
@@ -36,6 +37,11 @@ LABEL_VOCAB: dict[str, tuple[str, ...]] = {
 }
 """Closed vocabularies (exact strings) of the tracks that have one; animal and
 sound_event labels are open lowercase names."""
+
+SPANS_COLUMN = "spans"
+"""Optional column: JSON {track: [[start_s, end_s], ...]}, where in the clip each labelled track's
+sound is (a bark inside speech covers a part of the clip, the speech all of it). Empty or absent
+when the dataset does not say (the loaders of real datasets)."""
 
 MULTI_LABEL_SEP = ";"
 """Separator inside one label cell when a clip has several labels of a track (FSD50K)."""
@@ -65,6 +71,8 @@ class ClipRecord:
     """Reference description written from the labels (or the dataset's own caption)."""
     meta: dict[str, str] = field(default_factory=dict)
     """Extra per-clip fields (spoken text, voice, source file, speaker, ...)."""
+    spans: dict[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    """Track -> the (start_s, end_s) segments where its label sounds; {} when unknown."""
 
     def label_set(self, track: str) -> tuple[str, ...]:
         """The labels of ``track`` as a tuple (several for multi-label datasets, none if absent)."""
@@ -120,7 +128,8 @@ def load_manifest(path: str | Path) -> list[ClipRecord]:
         if not math.isfinite(duration) or duration < 0:
             raise ManifestError(f"{where}: duration_s {duration} must be finite and >= 0")
         labels = {t: row[t].strip() for t in TRACKS if (row.get(t) or "").strip()}
-        meta = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS and k and v}
+        meta = {k: v for k, v in row.items() if k not in MANIFEST_COLUMNS and k != SPANS_COLUMN and k and v}
+        spans = _parse_spans(row.get(SPANS_COLUMN) or "", labels, duration, where)
         records.append(ClipRecord(
             clip_id=clip_id,
             path=(root / row["path"]).resolve(),
@@ -130,14 +139,40 @@ def load_manifest(path: str | Path) -> list[ClipRecord]:
             labels=labels,
             caption=row["caption"],
             meta=meta,
+            spans=spans,
         ))
     return records
+
+
+def _parse_spans(text: str, labels: dict[str, str], duration: float, where: str) -> dict[str, tuple]:
+    """The ``spans`` cell: JSON {track: [[start, end], ...]} over the clip's labelled tracks."""
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+        spans = {t: tuple((float(a), float(b)) for a, b in segs) for t, segs in raw.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ManifestError(f"{where}: spans {text[:80]!r} is not JSON {{track: [[start_s, end_s], ...]}} "
+                            f"({exc})") from None
+    for track, segs in spans.items():
+        if track not in labels:
+            raise ManifestError(f"{where}: spans names track {track!r}, which the clip has no label for")
+        for a, b in segs:
+            if not 0 <= a < b <= duration + 0.01:
+                raise ManifestError(f"{where}: span {a}-{b} s of {track!r} is not inside the clip (0-{duration} s)")
+    return spans
+
+
+def _spans_cell(spans: dict[str, tuple[tuple[float, float], ...]]) -> str:
+    return json.dumps({t: [[a, b] for a, b in segs] for t, segs in sorted(spans.items())},
+                      separators=(",", ":")) if spans else ""
 
 
 def _rows(records: Iterable[ClipRecord], root: Path) -> tuple[list[str], list[list[str]]]:
     records = list(records)
     meta_cols = sorted({k for r in records for k in r.meta})
-    header = [*MANIFEST_COLUMNS, *meta_cols]
+    with_spans = any(r.spans for r in records)  # real datasets' manifests keep their old columns
+    header = [*MANIFEST_COLUMNS, *([SPANS_COLUMN] if with_spans else []), *meta_cols]
     rows = []
     for r in records:
         # Relative even when the clip lies outside the manifest's folder (a run
@@ -145,6 +180,7 @@ def _rows(records: Iterable[ClipRecord], root: Path) -> tuple[list[str], list[li
         rel = Path(os.path.relpath(Path(r.path).resolve(), root.resolve())).as_posix()
         rows.append([r.clip_id, rel, r.dataset, r.split, f"{r.duration_s:.3f}",
                      *(r.labels.get(t, "") for t in TRACKS), r.caption,
+                     *([_spans_cell(r.spans)] if with_spans else []),
                      *(r.meta.get(k, "") for k in meta_cols)])
     return header, rows
 

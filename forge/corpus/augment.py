@@ -154,3 +154,35 @@ def fit_length(x: np.ndarray, min_s: float, max_s: float) -> np.ndarray:
     if len(x) < min_n:
         x = np.concatenate([x, np.zeros(min_n - len(x), dtype=np.float32)])
     return x.astype(np.float32)
+
+
+def active_segments(x: np.ndarray, top_db: float = 30.0, min_gap_s: float = 0.3,
+                    min_len_s: float = 0.05) -> list[tuple[float, float]]:
+    """Where ``x`` sounds: (start_s, end_s) segments of its 20 ms RMS envelope within ``top_db`` of
+    the loudest frame, gaps shorter than ``min_gap_s`` bridged and blips shorter than ``min_len_s``
+    dropped. Called on a clip's clean component before noise is mixed in, so each label's span is
+    where its sound is, not where the background is."""
+    hop, win = int(0.01 * SR), int(0.02 * SR)
+    if len(x) < win:
+        return [(0.0, round(len(x) / SR, 2))] if len(x) else []
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(x, np.float64), win)[::hop]
+    env = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    on = env >= env.max() - top_db
+    segs: list[list[int]] = []
+    for i in np.flatnonzero(on):
+        if segs and i - segs[-1][1] <= min_gap_s / 0.01:
+            segs[-1][1] = int(i)
+        else:
+            segs.append([int(i), int(i)])
+    out = []
+    for a, b in segs:
+        start, end = a * hop / SR, min(len(x), b * hop + win) / SR
+        if end - start >= min_len_s:
+            out.append((round(start, 2), round(end, 2)))
+    return out
+
+
+def no_clip(x: np.ndarray, peak: float = 0.98) -> np.ndarray:
+    """Scale down a clip whose peak would clip at ``peak``; leave any other alone."""
+    top = float(np.max(np.abs(x))) if len(x) else 0.0
+    return (x * (peak / top) if top > peak else x).astype(np.float32)

@@ -41,7 +41,9 @@ def build_corpus(cfg: MiniCorpusConfig, out_dir: str | Path, sources: str | Path
     removed first, so no stale file survives a rebuild.
     """
     out_dir, sources = Path(out_dir), Path(sources)
-    if "speech" in cfg.groups and cfg.speech_per_cell and not speech.espeak_available():
+    talks = ("speech" in cfg.groups and cfg.speech_per_cell) or ("composite" in cfg.groups
+                                                               and cfg.speech_event_per_class)
+    if talks and not speech.espeak_available():
         raise speech.SpeechSynthError(
             "espeak-ng is not installed; the speech clips need it (Debian/Ubuntu: "
             "sudo apt-get install espeak-ng), or build only groups = ['animal', 'sound_event']")
@@ -54,11 +56,12 @@ def build_corpus(cfg: MiniCorpusConfig, out_dir: str | Path, sources: str | Path
         shutil.rmtree(staging)
     records = []
     for k, plan in enumerate(plans):
-        audio, caption, meta = plan.render(clip_rng(cfg.seed, plan.clip_id))
+        out = plan.render(clip_rng(cfg.seed, plan.clip_id))
         rel = Path(plan.group) / f"{plan.clip_id}.{cfg.audio_format}"
-        save_audio(staging / rel, audio)
+        save_audio(staging / rel, out.audio, compression_level=cfg.compression_level)
         records.append(ClipRecord(plan.clip_id, clips_dir / rel, DATASET_NAME, plan.split,
-                                  round(len(audio) / SAMPLE_RATE, 3), plan.labels, caption, meta))
+                                  round(len(out.audio) / SAMPLE_RATE, 3), plan.labels, out.caption, out.meta,
+                                  out.spans))
         if (k + 1) % 200 == 0:
             log.info("built %d/%d clips (%.0f s)", k + 1, len(plans), time.perf_counter() - t0)
     if clips_dir.exists():
@@ -66,7 +69,7 @@ def build_corpus(cfg: MiniCorpusConfig, out_dir: str | Path, sources: str | Path
     staging.rename(clips_dir)
     manifest = save_manifest(records, out_dir / "manifest.csv")
     info = build_info(cfg) | {
-        "espeak_ng": speech.espeak_version() if "speech" in cfg.groups else "not used",
+        "espeak_ng": speech.espeak_version() if talks else "not used",
         "n_clips": len(records),
         "manifest_sha256": manifest_hash(records, out_dir),
         "build_seconds": round(time.perf_counter() - t0, 1),

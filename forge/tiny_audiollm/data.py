@@ -28,6 +28,9 @@ from forge.measure import single_label
 from forge.tiny_audiollm.recipe import n_audio_tokens
 
 
+MEL_FRAMES_PER_S = 100  # Whisper's hop of 160 samples at 16 kHz
+
+
 class Features(NamedTuple):
     """Cached Whisper log-mel features of a list of clips."""
 
@@ -35,6 +38,32 @@ class Features(NamedTuple):
     audio: list[np.ndarray]  # 16 kHz waveforms (for evaluation through the adapter)
     mel: torch.Tensor  # (N, 128, frames) float16
     n_frames: torch.Tensor  # (N,) valid frames per clip
+    sounding: dict[str, torch.Tensor]
+    """track -> (N, frames) bool: the mel frames where the clip's label of that track sounds (its
+    manifest spans; every valid frame when the clip has no spans for the track)."""
+
+
+def sounding_frames(records: Sequence[ClipRecord], n_frames: torch.Tensor, width: int,
+                    tracks: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Per track, a (N, width) mask of the frames inside the clip's spans of that track."""
+    out = {}
+    for track in tracks:
+        mask = torch.zeros(len(records), width, dtype=torch.bool)
+        for i, rec in enumerate(records):
+            segs = rec.spans.get(track)
+            if not segs:
+                mask[i, : int(n_frames[i])] = True
+                continue
+            for a, b in segs:
+                mask[i, int(a * MEL_FRAMES_PER_S): int(np.ceil(b * MEL_FRAMES_PER_S))] = True
+        out[track] = mask
+    return out
+
+
+def token_mask(frames: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """(B, frames) frame mask -> (B, n_tokens): a token counts when any of its frames does."""
+    per = frames.shape[1] // n_tokens
+    return frames[:, : per * n_tokens].reshape(frames.shape[0], n_tokens, per).any(-1)
 
 
 def compute_features(records: Sequence[ClipRecord], feature_extractor: object, desc: str) -> Features:
@@ -49,7 +78,9 @@ def compute_features(records: Sequence[ClipRecord], feature_extractor: object, d
         lens.append(int(out["attention_mask"][0].sum()))
     if not recs:
         raise ValueError(f"no clip of the {desc} split could be loaded")
-    return Features(recs, waves, torch.stack(mels), torch.tensor(lens))
+    mel, n_frames = torch.stack(mels), torch.tensor(lens)
+    tracks = sorted({t for r in recs for t in r.labels})
+    return Features(recs, waves, mel, n_frames, sounding_frames(recs, n_frames, mel.shape[-1], tracks))
 
 
 class PromptIds(NamedTuple):

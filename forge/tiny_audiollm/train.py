@@ -54,7 +54,7 @@ from forge.config import ForgeSection, add_config_argument
 from forge.measure import AccuracyRow, accuracy_table, evaluate_attributes, single_label
 from forge.tiny_audiollm.config import TinyAudioLLMConfig
 from forge.tiny_audiollm.data import (
-    Features, TaskSampler, collate, compute_features, encoder_states, lm_loss, masked_mean, spec_augment,
+    Features, TaskSampler, collate, compute_features, encoder_states, lm_loss, masked_mean, spec_augment, token_mask,
 )
 from forge.tiny_audiollm.recipe import (
     build_config, build_model, build_processor, check_single_token_labels, save_tiny, tokenizer_texts,
@@ -219,7 +219,8 @@ def _heads_loss(cfg: TinyAudioLLMConfig, s: Setup, states: torch.Tensor, lengths
     targets = {t: v[idx] for t, v in s.targets.items()}
     loss, accs = s.heads.loss(masked_mean(states, lengths), targets)
     if cfg.token_aux:
-        loss = loss + s.heads.token_loss(states, lengths, targets)
+        where = {t: token_mask(m[idx], states.shape[1]) for t, m in s.feats.sounding.items()}
+        loss = loss + s.heads.token_loss(states, lengths, targets, where)
     return loss, accs
 
 

@@ -98,6 +98,15 @@ class Selection(NamedTuple):
     coverage: torch.Tensor  # (F, p)
 
 
+def low_coverage_share(top: Selection, features: torch.Tensor, threshold: float = 0.5) -> float | None:
+    """Among the top-p clips selected for ``features``, the share whose coverage c is below ``threshold``:
+    how often a method's representatives are clips where the feature fires on only a part of the
+    tokens (a bark inside speech). None when no clip was selected."""
+    idx = top.clip_index[features]
+    cov = top.coverage[features][idx >= 0]
+    return float((cov < threshold).float().mean()) if cov.numel() else None
+
+
 class _Table:
     """Running best-p per feature under the order (score desc or asc, tie key asc)."""
 

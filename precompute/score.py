@@ -11,6 +11,10 @@ Monosemanticity (eqs. 3-4) uses CLAP audio embeddings computed once per clip
 and cached in the catalog (``clip_embeddings``). Features are ranked by it; the
 top C of each method are the ones the describe/evaluate stages name and score.
 
+Per method it also records (``evaluations``, table ``coverage``) the share of its selected
+top-p clips, over its top-C features, whose coverage c is below 0.5: on a corpus where a
+concept can fill only a part of a clip, how often each score picks such clips.
+
 Activation over time of an example is NOT stored: the app recomputes it on
 demand from the activation store (one clip through the SAE is milliseconds), which
 keeps the catalog small (p x 2 x d_z sequences per SAE would dominate it).
@@ -30,6 +34,7 @@ from ard_core.catalog import (
     Catalog,
     ClipEmbeddingRow,
     ClipRow,
+    EvaluationRow,
     FeatureExampleRow,
     FeatureRow,
     MethodScoreRow,
@@ -37,7 +42,8 @@ from ard_core.catalog import (
 )
 from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.monosemanticity import monosemanticity, rank_features
-from ard_core.retrieval import RepresentativeSelector, Selection, random_representatives, select_representatives
+from ard_core.retrieval import (RepresentativeSelector, Selection, low_coverage_share, random_representatives,
+                                select_representatives)
 from ard_core.sae import TopKSAE
 from ard_core.store import ActivationStore
 from precompute import handover
@@ -123,10 +129,12 @@ def score_sae(cat: Catalog, store: ActivationStore, sae_row: SaeRow, clips: dict
 
     score_rows: list[MethodScoreRow] = []
     example_rows_all: list[FeatureExampleRow] = []
+    shares: list[EvaluationRow] = []
     ard_ms = None
     for m, (top, bottom) in results.items():
         ms = monosemanticity(gather(emb, ids, top.clip_index), gather(emb, ids, bottom.clip_index), cfg.eps)
         kept, rank = rank_features(ms, cfg.top_c)
+        shares.append(_coverage_row(m, sae_row.sae_id, top, kept))
         score_rows += [MethodScoreRow(m, sae_row.sae_id, f, 0, _num(ms[f]), int(rank[f])) for f in range(len(ms))]
         # ard: every feature's examples (the app shows any feature); baselines: their top C
         shown = range(sae_row.d_sae) if m == "ard" else kept.tolist()
@@ -146,6 +154,7 @@ def score_sae(cat: Catalog, store: ActivationStore, sae_row: SaeRow, clips: dict
         pids = poly.clip_ids
         ms = monosemanticity(gather(emb, pids, pt.clip_index), gather(emb, pids, pb.clip_index), cfg.eps)
         kept, rank = rank_features(ms, min(cfg.top_c, sae_row.d_in))
+        shares.append(_coverage_row("poly", sae_row.sae_id, pt, kept))
         score_rows += [MethodScoreRow("poly", sae_row.sae_id, f, 0, _num(ms[f]), int(rank[f])) for f in range(len(ms))]
         example_rows_all += example_rows("poly", sae_row.sae_id, kept.tolist(), pt, pb, pids)
 
@@ -155,9 +164,20 @@ def score_sae(cat: Catalog, store: ActivationStore, sae_row: SaeRow, clips: dict
     with cat.transaction():  # a kill in between must not leave this SAE's rows half replaced
         for table in ("features", "feature_examples", "method_scores"):
             cat.delete_where(table, sae_id=sae_row.sae_id)
+        cat.delete_where("evaluations", table_name=COVERAGE_TABLE, sae_id=sae_row.sae_id)
         cat.upsert(features)
         cat.upsert(example_rows_all)
         cat.upsert(score_rows)
+        cat.upsert([r for r in shares if r.value is not None])
+
+
+COVERAGE_TABLE = "coverage"
+"""``evaluations.table_name`` of the score stage's low-coverage shares."""
+
+
+def _coverage_row(method: str, sae_id: str, top: Selection, kept: torch.Tensor) -> EvaluationRow:
+    """The share of a method's top-p clips (over its top-C features) where the feature covers < half the tokens."""
+    return EvaluationRow(COVERAGE_TABLE, method, sae_id, "share_top_clips_c_lt_0.5", low_coverage_share(top, kept), None)
 
 
 def _num(x: torch.Tensor | float) -> float | None:

@@ -98,6 +98,24 @@ def test_catalog_holds_features_methods_and_embeddings(scored):
         assert len(emb) > 0 and abs(np.linalg.norm(emb) - 1) < 1e-4
 
 
+def test_low_coverage_share_per_method_recounts_from_the_stored_examples(scored):
+    """The score stage's share of top-p clips with c < 0.5 is what the stored examples of each method's
+    top-C features say (an independent count over the catalog's rows)."""
+    run, sae, sid, cfg = scored
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        shares = {r["method"]: r["value"] for r in cat.query(
+            "SELECT method, value FROM evaluations WHERE table_name = 'coverage' AND sae_id = ?", [sid])}
+        assert set(shares) == {"ard", "mean_act", "coverage", "poly"}
+        for method in shares:
+            rows = cat.query("SELECT e.coverage FROM feature_examples e JOIN method_scores s ON s.method = e.method "
+                             "AND s.sae_id = e.sae_id AND s.feature = e.feature AND s.seed = 0 "
+                             "WHERE e.method = ? AND e.sae_id = ? AND e.kind = 'top' AND s.rank <= ?",
+                             [method, sid, cfg.top_c if method != "poly" else min(cfg.top_c, 32)])
+            assert rows
+            assert shares[method] == pytest.approx(np.mean([r["coverage"] < 0.5 for r in rows]))
+    assert 0.0 <= min(shares.values()) <= max(shares.values()) <= 1.0
+
+
 def test_rescoring_is_deterministic(scored):
     run, sae, sid, cfg = scored
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:

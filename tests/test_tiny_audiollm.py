@@ -179,3 +179,30 @@ def test_shipped_model_answers_gender_well_above_chance(monkeypatch: pytest.Monk
                                  batch_size=32, formats=("P3",), tracks=("gender",), progress=False)
     assert row.n == len(clips) >= 50 and row.chance == 0.5
     assert row.accuracy >= 0.75
+
+
+def test_token_heads_learn_a_label_only_where_its_spans_say_it_sounds() -> None:
+    """A bark inside speech: the token-level 'animal' loss reads only the tokens inside the bark's span,
+    the speech tracks every valid token; a clip without spans keeps all of its tokens."""
+    import torch
+    from torch.nn import functional as F
+
+    from ard_core.datasets import ClipRecord
+    from forge.tiny_audiollm.data import sounding_frames, token_mask
+    from forge.training import TrackHeads
+
+    recs = [ClipRecord("mix", Path("a.wav"), "t", "train", 3.0, {"gender": "male", "animal": "dog"}, "x",
+                       spans={"gender": ((0.0, 3.0),), "animal": ((1.0, 1.6),)}),
+            ClipRecord("dog", Path("b.wav"), "t", "train", 2.0, {"animal": "dog"}, "y")]
+    frames = sounding_frames(recs, torch.tensor([300, 200]), 300, ["animal", "gender"])
+    tokens = {t: token_mask(m, 75) for t, m in frames.items()}  # 4 mel frames per audio token
+    assert tokens["animal"][0].nonzero().flatten().tolist() == list(range(25, 40))  # 1.0-1.6 s
+    assert tokens["animal"][1].sum() == 50 and tokens["gender"][0].sum() == 75
+    heads = TrackHeads(8, {"animal": ("dog", "cat"), "gender": ("male", "female")})
+    states, lengths = torch.randn(2, 75, 8), torch.tensor([75, 50])
+    targets = {"animal": torch.tensor([0, 0]), "gender": torch.tensor([0, -100])}
+    got = heads.token_loss(states, lengths, targets, tokens)
+    keep = tokens["animal"] & (torch.arange(75)[None] < lengths[:, None])
+    want_animal = F.cross_entropy(heads.heads["animal"](states[keep]), torch.zeros(int(keep.sum()), dtype=torch.long))
+    want_gender = F.cross_entropy(heads.heads["gender"](states[0]), torch.zeros(75, dtype=torch.long))
+    torch.testing.assert_close(got, (want_animal + want_gender) / 2)

@@ -206,3 +206,19 @@ def test_token_heads_learn_a_label_only_where_its_spans_say_it_sounds() -> None:
     want_animal = F.cross_entropy(heads.heads["animal"](states[keep]), torch.zeros(int(keep.sum()), dtype=torch.long))
     want_gender = F.cross_entropy(heads.heads["gender"](states[0]), torch.zeros(75, dtype=torch.long))
     torch.testing.assert_close(got, (want_animal + want_gender) / 2)
+
+
+def test_mel_shift_moves_every_bin_together_and_repeats_the_edge() -> None:
+    import torch
+
+    from forge.tiny_audiollm.data import shift_mel, spec_augment
+
+    mel = torch.arange(128, dtype=torch.float32)[:, None].repeat(1, 10)
+    up, down = shift_mel(mel, 3), shift_mel(mel, -2)
+    assert torch.equal(up[3:], mel[:-3]) and torch.equal(up[:3], mel[:1].expand(3, -1))
+    assert torch.equal(down[:-2], mel[2:]) and torch.equal(down[-2:], mel[-1:].expand(2, -1))
+    # off (0 bins): the masks draw exactly what they drew before the option existed
+    batch, n = mel[None].repeat(2, 1, 1), torch.tensor([10, 10])
+    a = spec_augment(batch, n, torch.Generator().manual_seed(5))
+    b = spec_augment(batch, n, torch.Generator().manual_seed(5), shift_bins=0)
+    assert torch.equal(a, b) and not torch.equal(a, spec_augment(batch, n, torch.Generator().manual_seed(5), 4))

@@ -54,6 +54,9 @@ class TinyAudioLLMConfig:
     """Relative frequency of each track's questions in phase 2 (tracks not listed: 1.0)."""
     spec_augment: bool = True
     """Random time and frequency masks on the training features."""
+    mel_shift_bins: int = 0
+    """With spec_augment: shift each training clip's mel axis by a random -N..N bins (vocal-tract-length
+    perturbation), so that voices unheard in training are less foreign; 0 = off."""
     eval_every: int = 500
     """Monitor probe-split P3 accuracy every N phase-2 steps."""
     monitor_clips: int = 48
@@ -68,7 +71,7 @@ class TinyAudioLLMConfig:
         self.out_dir = Path(self.out_dir)
         if isinstance(self.arch, dict):
             self.arch = from_dict(TinyArch, self.arch, where="tiny_audiollm.arch")
-        for key in ("steps_encoder", "steps", "warmup_steps"):
+        for key in ("steps_encoder", "steps", "warmup_steps", "mel_shift_bins"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"[tiny_audiollm].{key} must be >= 0")
         for key in ("batch_size", "encoder_batch_size", "eval_every", "eval_batch_size", "monitor_clips"):

@@ -145,12 +145,31 @@ class TaskSampler:
         return Example(i, prompt, answer)
 
 
-def spec_augment(mel: torch.Tensor, n_frames: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Two time masks (<= 10% of the clip) and two frequency masks (<= 12 bins) per clip."""
+def shift_mel(mel: torch.Tensor, k: int) -> torch.Tensor:
+    """(n_mels, frames) moved up the mel axis by ``k`` bins (down if negative); the bins shifted in
+    repeat the edge bin."""
+    if k == 0:
+        return mel
+    out = torch.empty_like(mel)
+    if k > 0:
+        out[k:], out[:k] = mel[:-k], mel[:1]
+    else:
+        out[:k], out[k:] = mel[-k:], mel[-1:]
+    return out
+
+
+def spec_augment(mel: torch.Tensor, n_frames: torch.Tensor, gen: torch.Generator,
+                 shift_bins: int = 0) -> torch.Tensor:
+    """Two time masks (<= 10% of the clip) and two frequency masks (<= 12 bins) per clip; with
+    ``shift_bins``, first a random shift of the mel axis by up to that many bins (a vocal-tract-length
+    perturbation: every formant and the pitch move together by a few percent, so a voice never heard
+    in training is nearer one that was)."""
     mel = mel.clone()
     b, n_mel, _ = mel.shape
     fill = mel.amin(dim=(1, 2))
     for j in range(b):
+        if shift_bins:
+            mel[j] = shift_mel(mel[j], int(torch.randint(-shift_bins, shift_bins + 1, (1,), generator=gen)))
         for _ in range(2):
             w = int(torch.randint(0, 13, (1,), generator=gen))
             f0 = int(torch.randint(0, n_mel - w + 1, (1,), generator=gen))
@@ -163,7 +182,7 @@ def spec_augment(mel: torch.Tensor, n_frames: torch.Tensor, gen: torch.Generator
 
 
 def collate(examples: Sequence[Example], feats: Features, pad_id: int, audio_id: int,
-            augment: torch.Generator | None) -> dict[str, torch.Tensor]:
+            augment: torch.Generator | None, shift_bins: int = 0) -> dict[str, torch.Tensor]:
     """Right-padded batch with the audio placeholder expanded like ``Qwen2AudioProcessor``.
 
     ``answer_mask[b, t]`` marks the positions whose *next* token is an answer token.
@@ -186,7 +205,7 @@ def collate(examples: Sequence[Example], feats: Features, pad_id: int, audio_id:
         answer_mask[j, :len(m)] = torch.tensor(m, dtype=torch.bool)
     mel = feats.mel[idx].float()
     if augment is not None:
-        mel = spec_augment(mel, n_frames, augment)
+        mel = spec_augment(mel, n_frames, augment, shift_bins)
     frames = mel.shape[-1]
     return {
         "input_ids": input_ids, "attention_mask": attention, "input_features": mel,

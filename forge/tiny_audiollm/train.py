@@ -200,7 +200,7 @@ def encoder_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train
         nf = s.feats.n_frames[idx]
         mel = s.feats.mel[idx].float()
         if cfg.spec_augment:
-            mel = spec_augment(mel, nf, gen)
+            mel = spec_augment(mel, nf, gen, cfg.mel_shift_bins)
         fam = (torch.arange(mel.shape[-1])[None, :] < nf[:, None]).long()
         states, lengths = encoder_states(s.model, mel, fam)
         loss, accs = _heads_loss(cfg, s, states, lengths, idx)
@@ -245,7 +245,7 @@ def joint_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train_l
             lr = cosine_lr(step, cfg.steps, cfg.warmup_steps, cfg.lr, budget.progress())
             set_lr(opt, lr)
             batch = collate([s.sampler.sample() for _ in range(cfg.batch_size)], s.feats, pad_id, audio_id,
-                            gen if cfg.spec_augment else None)
+                            gen if cfg.spec_augment else None, cfg.mel_shift_bins)
             idx = batch.pop("clip_index")
             answer_mask = batch.pop("answer_mask")
             out = model(**batch)

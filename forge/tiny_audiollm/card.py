@@ -10,6 +10,7 @@ folder's own files (``config.json``, ``training_config.json``,
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def _training_values(cfg: TinyAudioLLMConfig, summary: dict, labels: dict[str, l
         "caption_pct": 100 * cfg.caption_fraction, "caption_question": CAPTION_QUESTION,
         "aux_weight": cfg.aux_weight, "encoder_lr": cfg.encoder_lr, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
         "spec_augment": cfg.spec_augment, "seed": summary["seed"], "train_minutes": summary["train_minutes"],
+        "cpu_note": (f" ({summary['cpu_minutes']:.1f} minutes of CPU time, features and probe checks included; "
+                     "the rest of the wall time the shared machine ran other jobs)" if "cpu_minutes" in summary else ""),
+        "mel_shift": (f", the mel axis shifted by up to {cfg.mel_shift_bins} bins (vocal-tract-length perturbation)"
+                      if cfg.mel_shift_bins else ""),
         "threads": summary["torch_threads"], "stopped": f" ({'; '.join(notes)})" if notes else "",
         "label_lines": "\n".join(f"- **{k}** ({len(v)}): {', '.join(v)}" for k, v in labels.items()),
     }
@@ -109,6 +114,22 @@ def _evaluation_values(result: dict) -> dict[str, object]:
     }
 
 
+def learning_curve(folder: Path) -> str:
+    """The probe-split P3 accuracy per track at each monitored phase-2 step, as a Markdown table."""
+    path = Path(folder) / "probe_curve.csv"
+    if not path.is_file():
+        return "(no learning curve was recorded for this model)"
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["format"] == "P3"]
+    tracks = list(dict.fromkeys(r["track"] for r in rows))
+    by_step: dict[int, dict[str, str]] = {}
+    for r in rows:
+        by_step.setdefault(int(r["step"]), {})[r["track"]] = f"{100 * float(r['accuracy']):.0f}%"
+    lines = ["| phase-2 step | " + " | ".join(tracks) + " |", "|---|" + "---|" * len(tracks)]
+    lines += [f"| {step} | " + " | ".join(cells.get(t, "-") for t in tracks) + " |" for step, cells in sorted(by_step.items())]
+    return "\n".join(lines)
+
+
 def card_values(folder: Path, result: dict) -> dict[str, object]:
     """Every field of the card template, from the folder's files and a measured ``result``.
 
@@ -121,7 +142,8 @@ def card_values(folder: Path, result: dict) -> dict[str, object]:
     labels = json.loads((folder / "label_sets.json").read_text())
     config = json.loads((folder / "config.json").read_text())
     return (_architecture_values(config, cfg, summary["vocab"]) | _training_values(cfg, summary, labels)
-            | _evaluation_values(result))
+            | _evaluation_values(result) | {"learning_curve": learning_curve(folder),
+                                              "monitor_clips": cfg.monitor_clips, "eval_every": cfg.eval_every})
 
 
 def write_card(folder: Path, result: dict) -> Path:

@@ -103,6 +103,8 @@ class Setup(NamedTuple):
     """Track -> (train clips,) head target per clip (-100 where the clip has no label)."""
     n_params: int
     vocab: int
+    curve: list[dict]
+    """The probe monitor's learning curve: one row per (phase-2 step, track, format)."""
 
 
 class TrainLog:
@@ -178,7 +180,7 @@ def prepare(cfg: TinyAudioLLMConfig, seed: int, train_records: Sequence[ClipReco
     log.info("tiny AudioLLM: %.2fM parameters, vocab %d, %d train clips, tracks %s",
              n_params / 1e6, len(tokenizer), len(feats.records), {t: len(v) for t, v in label_sets.items()})
     return Setup(model, heads, processor, llm, feats, probe, sampler, label_sets, heads.targets(feats.records),
-                 n_params, len(tokenizer))
+                 n_params, len(tokenizer), [])
 
 
 def encoder_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train_log: TrainLog,
@@ -260,7 +262,7 @@ def joint_phase(cfg: TinyAudioLLMConfig, s: Setup, gen: torch.Generator, train_l
                 train_log.row("joint", step, lr, f"{l_lm.item():.4f}", l_aux.item(), accs)
                 bar.set_postfix(lm=f"{l_lm.item():.3f}", aux=f"{l_aux.item():.3f}")
             if s.probe is not None and (step + 1) % cfg.eval_every == 0:
-                _monitor(s.llm, s.probe, s.label_sets, cfg.eval_batch_size, step + 1)
+                s.curve.extend(_monitor(s.llm, s.probe, s.label_sets, cfg.eval_batch_size, step + 1))
     finally:
         handle.remove()
     return PhaseResult(done, False)
@@ -271,10 +273,15 @@ def save_trained(cfg: TinyAudioLLMConfig, s: Setup, seed: int, enc: PhaseResult,
     """Save model + processor (no heads), label sets, the config copy and the summary; return minutes."""
     save_tiny(s.model, s.processor, cfg.out_dir)
     (cfg.out_dir / "label_sets.json").write_text(json.dumps(s.label_sets, indent=2) + "\n")
+    with open(cfg.out_dir / "probe_curve.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["step", "track", "format", "accuracy", "n"])
+        writer.writeheader()
+        writer.writerows(s.curve)
     minutes = (time.time() - t_start) / 60
     save_json(cfg, cfg.out_dir / "training_config.json")
     summary = {"seed": seed, "parameters": s.n_params, "manifest_sha256": manifest_sha256, "vocab": s.vocab,
                "train_clips": len(s.feats.records), "encoder_steps_done": enc.steps_done,
+               "cpu_minutes": round(time.process_time() / 60, 2),
                "steps_done": joint.steps_done, "train_minutes": round(minutes, 2),
                "stopped_early": enc.timed_out or joint.timed_out, "encoder_timed_out": enc.timed_out,
                "joint_timed_out": joint.timed_out, "torch_threads": torch.get_num_threads()}
@@ -308,12 +315,15 @@ def monitor_subset(records: Sequence[ClipRecord], label_sets: dict[str, tuple[st
 
 
 def _monitor(llm: object, probe: Features, label_sets: dict[str, tuple[str, ...]], batch_size: int,
-             step: int) -> None:
+             step: int) -> list[dict]:
+    """P3 accuracy per track on the probe subset now: a point of the card's learning curve."""
     llm.model.eval()  # the training loop sets train() again at its next step
     rows = evaluate_attributes(llm, probe.records, probe.audio, label_sets, batch_size,
                                formats=("P3", "P3n"), progress=False)
     msg = ", ".join(f"{r.track}/{r.fmt} {100 * r.accuracy:.0f}%" for r in rows)
     log.info("step %d probe accuracy: %s", step, msg)
+    return [{"step": step, "track": r.track, "format": r.fmt, "accuracy": round(r.accuracy, 4), "n": r.n}
+            for r in rows]
 
 
 # -- verb ------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ Nothing here builds a dense (tokens, d_z) matrix: a clip's sums and counts come
 from its K active (index, value) pairs per token via ``bincount``, and the top-p
 and bottom-p clips of every feature are kept by merging each batch of clips into
 running (features, p) tables. Ties (most clips score exactly 0 for most
-features) are broken by a per-clip key hashed from (seed, clip_id), so the
-choice is deterministic and independent of clip order and batch size.
+features) are broken by a key hashed from (seed, feature, clip_id), so the
+choice is deterministic, independent of clip order and batch size, and differs
+between features (each feature gets its own bottom set among its zero scores).
 :func:`select_representatives` streams a layer's clips from the activation store
 through an SAE into a selector, a batch of clips at a time.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -82,11 +84,24 @@ def score(method: str, mean_act: torch.Tensor, coverage: torch.Tensor) -> torch.
     raise ValueError(f"unknown scoring method {method!r}; use one of {METHODS}")
 
 
-def tie_keys(clip_ids: Sequence[str], seed: int) -> torch.Tensor:
-    """A seeded pseudo-random int64 per clip, independent of order: the tie-break."""
-    keys = [int.from_bytes(hashlib.blake2b(f"{seed}:{c}".encode(), digest_size=7).digest(), "big")
-            for c in clip_ids]
-    return torch.tensor(keys, dtype=torch.int64)
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 (wrapping arithmetic): a cheap, well-mixed integer hash."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def tie_keys(clip_ids: Sequence[str], seed: int, n_features: int) -> torch.Tensor:
+    """(n_features, B) seeded pseudo-random int64 per (feature, clip), independent of order: the tie-break.
+
+    It depends on the feature too: with a per-clip key every feature broke its ties among the
+    many zero scores the same way, so thousands of features shared the same few bottom sets."""
+    clip = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{c}".encode(), digest_size=8).digest(), "big")
+                     for c in clip_ids], dtype=np.uint64)
+    feat = _splitmix64(np.arange(n_features, dtype=np.uint64) ^ np.uint64(seed & 0xFFFFFFFF))
+    return torch.from_numpy(_splitmix64(feat[:, None] ^ clip[None, :]).view(np.int64))
 
 
 class Selection(NamedTuple):
@@ -112,9 +127,9 @@ class _Table:
         self.p = p
 
     def merge(self, score: torch.Tensor, key: torch.Tensor, idx: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> None:
-        """score/mu/cov: (F, B); key/idx: (B,)."""
+        """score/mu/cov/key: (F, B); idx: (B,)."""
         F, B = score.shape
-        keys = key.expand(F, B)
+        keys = key
         if self.score.shape[1] == self.p:
             # Once full, only rows where some clip beats the kept p-th are re-sorted. Most
             # scores are 0 and most rows have no such clip, so this skips nearly all of the
@@ -174,7 +189,7 @@ class RepresentativeSelector:
         start = len(self.clip_ids)
         self.clip_ids.extend(clip_ids)
         idx = torch.arange(start, start + len(clip_ids))
-        key = tie_keys(clip_ids, self.seed)
+        key = tie_keys(clip_ids, self.seed, self.n_features)
         mu, cov = stats.mean_act.T.contiguous(), stats.coverage.T.contiguous()  # (F, B)
         for m in self.top:
             r = score(m, mu, cov)

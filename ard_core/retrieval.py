@@ -24,7 +24,7 @@ through an SAE into a selector, a batch of clips at a time.
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -220,19 +220,21 @@ def random_representatives(n_clips: int, n_features: int, p: int, seed: int) -> 
     return picks[:, :p], picks[:, p:need]
 
 
-def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int,
-                           sae: TopKSAE | None, *, p: int, methods: Sequence[str], seed: int, batch_clips: int,
-                           encode_tokens: int, desc: str = "") -> RepresentativeSelector:
-    """Stream the clips ``clip_ids`` of ``layer`` through ``sae`` (None: the raw neurons, 'ard' only)
-    into a selector, ``batch_clips`` clips per statistics step and at most ``encode_tokens`` tokens
-    per SAE encode call (which bounds the dense (tokens, d_z) pre-activations)."""
-    sel = RepresentativeSelector(n_features, p=p, methods=methods if sae is not None else ["ard"], seed=seed)
+class StatsBatch(NamedTuple):
+    clip_ids: list[str]
+    stats: ClipStats
+    n_tokens: int
+
+
+def iter_clip_stats(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int, sae: TopKSAE | None, *,
+                    batch_clips: int, encode_tokens: int, desc: str = "") -> Iterator[StatsBatch]:
+    """The clips ``clip_ids`` of ``layer`` through ``sae`` (None: the raw neurons), ``batch_clips``
+    clips per batch of statistics and at most ``encode_tokens`` tokens per SAE encode call (which
+    bounds the dense (tokens, d_z) pre-activations); clips with no tokens are skipped."""
     ids: list[str] = []
     xs: list[torch.Tensor] = []
 
-    def flush() -> None:
-        if not ids:
-            return
+    def flush() -> StatsBatch:
         if sae is None:
             stats = clip_stats_dense(xs)
         else:
@@ -245,9 +247,10 @@ def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str
             splits = [len(x) for x in xs]
             stats = clip_stats_sparse(list(torch.cat(acts).split(splits)), list(torch.cat(indices).split(splits)),
                                       n_features)
-        sel.update(ids, stats, sum(len(x) for x in xs))
+        out = StatsBatch(list(ids), stats, sum(len(x) for x in xs))
         ids.clear()
         xs.clear()
+        return out
 
     for clip_id, acts in tqdm(store.iter_clips(layer), total=len(store.index(layer)), desc=desc, leave=False):
         if clip_id not in clip_ids or len(acts) == 0:
@@ -255,6 +258,18 @@ def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str
         ids.append(clip_id)
         xs.append(torch.from_numpy(acts))  # the store's dtype; float32 one encode chunk at a time
         if len(ids) >= batch_clips:
-            flush()
-    flush()
+            yield flush()
+    if ids:
+        yield flush()
+
+
+def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int,
+                           sae: TopKSAE | None, *, p: int, methods: Sequence[str], seed: int, batch_clips: int,
+                           encode_tokens: int, desc: str = "") -> RepresentativeSelector:
+    """Stream the clips ``clip_ids`` of ``layer`` through ``sae`` (None: the raw neurons, 'ard' only)
+    into a selector (:func:`iter_clip_stats`)."""
+    sel = RepresentativeSelector(n_features, p=p, methods=methods if sae is not None else ["ard"], seed=seed)
+    for batch in iter_clip_stats(store, layer, clip_ids, n_features, sae, batch_clips=batch_clips,
+                                 encode_tokens=encode_tokens, desc=desc):
+        sel.update(batch.clip_ids, batch.stats, batch.n_tokens)
     return sel

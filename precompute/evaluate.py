@@ -47,12 +47,18 @@ from precompute.cli import add_config_argument
 from precompute.configs import DescribeConfig, EvaluateConfig, ScoreConfig
 from precompute.evaluate_detect import detection_rows
 from precompute.evaluate_report import write_report
-from precompute.evaluate_tables import per_clip_rows, table4_rows, track_matches, vocabulary_rows
+from precompute.evaluate_tables import (
+    per_clip_rows,
+    reference_check_rows,
+    table4_rows,
+    track_matches,
+    vocabulary_rows,
+)
 
 log = logging.getLogger(__name__)
 
-OWN_TABLES = (("table1", "per_clip"), ("table1_gap", "per_clip"), ("table1", "vocabulary"),
-              ("track_match", "vocabulary"), ("table4", "run"))
+OWN_TABLES = (("table1", "per_clip"), ("table1_gap", "per_clip"), ("reference_check", "per_clip"),
+              ("table1", "vocabulary"), ("track_match", "vocabulary"), ("table4", "run"))
 """(table_name, protocol) of the ``evaluations`` rows this stage replaces."""
 
 
@@ -75,6 +81,8 @@ def method_candidates(cat: Catalog, sae_id: str) -> dict[tuple[str, int], Candid
 class PerClip(NamedTuple):
     clip_ids: list[str]
     results: dict[tuple[str, int], list[ClipResult]]  # (method, seed) -> one per clip, in clip_ids order
+    references: list[str]  # every reference text of the scored clips
+    emb: dict[str, np.ndarray]  # text -> vector, for every name and reference
 
 
 def per_clip(store: ActivationStore, t1: SaeRow, clips: Sequence[ClipRow], cands: dict[tuple[str, int], Candidates],
@@ -105,7 +113,7 @@ def per_clip(store: ActivationStore, t1: SaeRow, clips: Sequence[ClipRow], cands
         else:
             mu = mu_sae.mu[:, [col[f] for f in c.features]]
         results[(method, seed)] = evaluate_clips(ids, mu, c.features, c.names, refs, emb, cfg.gamma, cfg.m)
-    return PerClip(ids, results)
+    return PerClip(ids, results, sorted({r for rs in refs for r in rs}), emb)
 
 
 def clip_rows(sae_id: str, pc: PerClip) -> tuple[list[ClipScoreRow], list[ClipPredictionRow]]:
@@ -148,6 +156,7 @@ def evaluate(run: RunConfig, cfg: EvaluateConfig, embed: EmbedFn | None = None,
             "GROUP BY seed ORDER BY seed", [t1.sae_id])]
         pc = per_clip(store, t1, clips, cands, embed, cfg, score_cfg, device)
         rows = per_clip_rows(t1.sae_id, pc.results, ms, ms_random, cfg.bootstrap, run.run.seed)
+        rows += reference_check_rows(t1.sae_id, cfg.text_embedder, pc.references, pc.emb, cfg.gamma)
         refs = references(clips, cfg.reference_text, cfg.reference_splits)
         rows += vocabulary_rows(t1.sae_id, cands, ms, ms_random, refs, embed, cfg.gamma)
         rows += table4_rows(saes, ms)

@@ -10,7 +10,7 @@ from ard_core.catalog import ClipPredictionRow, ClipRow, ClipScoreRow, Evaluatio
 from ard_core.durable import write_text
 from ard_core.evaluation import Reference, clip_labels
 from precompute.configs import EvaluateConfig
-from precompute.markdown import clip_view_md, gaps_md, table1_md, table4_md
+from precompute.markdown import clip_view_md, gaps_md, reference_check_md, table1_md, table4_md
 
 
 def example_clips(clips: Sequence[ClipRow], evaluated: set[str]) -> list[ClipRow]:
@@ -32,7 +32,8 @@ def write_report(out_dir: Path, t1: SaeRow, saes: Sequence[SaeRow], rows: Sequen
     lines = [f"# AR&D evaluation on {t1.sae_id} (gamma = {cfg.gamma}, m = {cfg.m})", "",
              f"## Table 1, per clip ({n} clips of {', '.join(cfg.splits)}; mean +- bootstrap std over clips, "
              "random: +- std over seeds)", "", *table1_md(pick("table1", "per_clip"), t1.sae_id), "",
-             *gaps_md(pick("table1_gap", "per_clip")), "",
+             *gaps_md(pick("table1_gap", "per_clip")), "", *reference_check_md(pick("reference_check", "per_clip"), cfg.gamma),
+             "",
              "## Table 1, vocabulary coverage (every name against one reference per (track, label), one matching)", "",
              *table1_md(pick("table1", "vocabulary"), t1.sae_id), "",
              "## Table 4: highest monosemanticity by layer (0-based decoder layer) and expansion", "",

@@ -71,6 +71,22 @@ def per_clip_rows(sae_id: str, results: Mapping[tuple[str, int], Sequence[ClipRe
     return rows
 
 
+def reference_check_rows(sae_id: str, embedder: str, refs: Sequence[str], emb: Mapping[str, np.ndarray],
+                         gamma: float) -> list[EvaluationRow]:
+    """Can the text embedder tell the references apart? The share of pairs of distinct references whose
+    similarity clears gamma (a name close to one of them then 'matches' the other too), and their mean
+    similarity ('reference_check'). An embedder with many such pairs cannot separate good names from bad."""
+    refs = sorted(set(refs))
+    if len(refs) < 2:
+        return []
+    sim = cosine_matrix(np.stack([emb[r] for r in refs]), np.stack([emb[r] for r in refs]))
+    pairs = sim[np.triu_indices(len(refs), k=1)]
+    return [EvaluationRow("reference_check", embedder, sae_id, "pairs_over_gamma", float((pairs >= gamma).mean()),
+                          None, "per_clip", n=len(pairs)),
+            EvaluationRow("reference_check", embedder, sae_id, "mean_similarity", float(pairs.mean()), None,
+                          "per_clip", n=len(pairs))]
+
+
 def vocabulary_rows(sae_id: str, cands: Mapping[tuple[str, int], "Candidates"], ms: Mapping[tuple[str, str], float],
                     ms_random: Sequence[float], refs: Sequence[Reference], embed: EmbedFn,
                     gamma: float) -> list[EvaluationRow]:

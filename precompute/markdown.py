@@ -53,6 +53,19 @@ def gaps_md(rows: Sequence[EvaluationRow]) -> list[str]:
     return lines
 
 
+def reference_check_md(rows: Sequence[EvaluationRow], gamma: float) -> list[str]:
+    """One sentence: how well the text embedder separates the references themselves."""
+    by = {r.metric: r for r in rows}
+    if "pairs_over_gamma" not in by:
+        return []
+    over, mean = by["pairs_over_gamma"], by.get("mean_similarity")
+    return [f"Embedder check ({over.method}): {100 * over.value:.0f}% of the {over.n} pairs of distinct references "
+            f"are at least gamma = {gamma} similar to each other" +
+            (f" (mean similarity {mean.value:.2f})" if mean else "") +
+            "; a name close to one of such a pair matches the other as well, so the higher this share, the less "
+            "the table can tell a right name from a wrong one."]
+
+
 def table4_md(rows: Sequence[EvaluationRow], layers: dict[str, tuple[int, int]]) -> list[str]:
     """Highest MS by layer (columns) and expansion (lines); ``layers``: sae_id -> (layer, expansion)."""
     ls = sorted({layers[r.sae_id][0] for r in rows if r.sae_id in layers})

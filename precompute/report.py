@@ -27,7 +27,7 @@ from precompute import handover
 from precompute.cli import STAGES, add_config_argument
 from precompute.configs import EvaluateConfig, ScoreConfig
 from precompute.lens_report import enrichment_table, table2
-from precompute.markdown import gaps_md, steering_md, table1_md, table4_md
+from precompute.markdown import gaps_md, reference_check_md, steering_md, table1_md, table4_md
 
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 FIGURES = ("fig2_formats.png", "fig3_correct_incorrect.png", "fig4_positions.png", "fig5_enrichment.png")
@@ -79,6 +79,7 @@ def evaluation_section(cat: Catalog, run: RunConfig, saes: Sequence[SaeRow]) -> 
             f"Rand. Rep.: mean +- std over its {n_seeds} seeds. MS: the highest monosemanticity.", "",
             *table1_md(per_clip, t1), "", "Paired per-clip gaps (mean, bootstrap std, 95% interval):", "",
             *gaps_md(_rows(cat, "table1_gap", "per_clip")), "",
+            *reference_check_md(_rows(cat, "reference_check", "per_clip"), ev.gamma), "",
             "### Vocabulary coverage (every name against one reference per (track, label), one global matching)", "",
             *table1_md(_rows(cat, "table1", "vocabulary"), t1), "",
             "### Table 4 (highest monosemanticity; layers are 0-based decoder layers)", "",

@@ -136,10 +136,11 @@ def evaluate(run: RunConfig, cfg: EvaluateConfig, embed: EmbedFn | None = None,
     out_dir = run.run.out_dir / "evaluation"
     handover.save(run, cfg)
     score_cfg = handover.load(run, ScoreConfig)
+    reuse = embed is None and cfg.text_embedder == "clap"  # then the matching embedder is the CLAP text tower
     embed = embed or cfg.build_embedder(score_cfg, device)
-    if clap_text is None:
-        clap_text = embed if cfg.text_embedder == "clap" and isinstance(embed, TextEmbedder) else \
-            TextEmbedder("clap", device, clap_backend=score_cfg.clap_backend, clap_model=score_cfg.clap_model)
+    if clap_text is None and "clap" in cfg.detection_judges:
+        clap_text = embed if reuse else TextEmbedder("clap", device, clap_backend=score_cfg.clap_backend,
+                                                     clap_model=score_cfg.clap_model)
     endpoint = handover.load(run, DescribeConfig).summarizer.endpoint() if "llm" in cfg.detection_judges else None
     store = ActivationStore(run.run.out_dir / "activations")
     with Catalog.open(run.run.catalog_path) as cat:

@@ -43,7 +43,8 @@ def _samples(store: ActivationStore, sae_row: SaeRow, feats: list[tuple[int, str
 
 
 def detection_rows(cat: Catalog, store: ActivationStore, saes: Sequence[SaeRow], clips: Sequence[ClipRow],
-                   score_cfg: ScoreConfig, cfg: EvaluateConfig, clap_text: EmbedFn, endpoint: ChatEndpoint | None,
+                   score_cfg: ScoreConfig, cfg: EvaluateConfig, clap_text: EmbedFn | None,
+                   endpoint: ChatEndpoint | None,
                    seed: int, device: str) -> list[DetectionRow]:
     """Detection scores of every named feature of every SAE, for each judge of ``cfg.detection_judges``."""
     named = _named(cat)
@@ -53,13 +54,15 @@ def detection_rows(cat: Catalog, store: ActivationStore, saes: Sequence[SaeRow],
              for s in saes if named.get(s.sae_id)}
     rows: list[DetectionRow] = []
     if "clap" in cfg.detection_judges and drawn:
+        assert clap_text is not None  # built by the stage whenever 'clap' is a judge
         needed = {ids[i] for ids, samples in drawn.values() for s in samples for i in np.concatenate([s.pos, s.neg])}
         audio = cached_audio_embeddings(cat, {c: by_id[c].path for c in needed}, needed, score_cfg.clap_backend,
                                         score_cfg.clap_model, device)
         names = sorted({n for feats in named.values() for _, n in feats})
         name_emb = dict(zip(names, clap_text(names)))
+        zero = np.zeros_like(next(iter(audio.values())))  # for clips no sample drew: never read
         for sae_id, (ids, samples) in drawn.items():
-            table = np.stack([audio[c] if c in needed else np.zeros_like(next(iter(audio.values()))) for c in ids])
+            table = np.stack([audio.get(c, zero) for c in ids])
             for (f, name), sample in zip(named[sae_id], samples):
                 d = clap_detection(np.asarray(name_emb[name], np.float32), table, sample)
                 rows.append(DetectionRow(sae_id, f, "clap", d.score, d.n_pos, d.n_neg))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -106,7 +107,8 @@ def lens_section(cat: Catalog, run: RunConfig, figures: Path, readme: Path) -> l
         src = run.run.out_dir / "lens" / name
         if src.is_file():
             shutil.copyfile(src, figures / name)
-            lines.append(f"![{name}]({figures.resolve().relative_to(readme.parent.resolve()).as_posix()}/{name})")
+            rel = Path(os.path.relpath(figures / name, readme.parent)).as_posix()
+            lines.append(f"![{name}]({rel})")
     return lines
 
 

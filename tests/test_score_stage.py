@@ -15,6 +15,7 @@ from ard_core.retrieval import select_representatives
 from ard_core.sae import SaeConfig, TopKSAE
 from ard_core.store import ActivationStore
 from conftest import gender_tone_manifest
+from test_naming import fake_server  # noqa: F401 (a fixture)
 from precompute import handover
 from precompute.configs import ExtractConfig, ScoreConfig
 from precompute.extract import extract
@@ -318,3 +319,28 @@ def test_evaluate_embeds_with_the_clap_model_score_saved(scored, evaluated, tiny
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
         tables = {r.table_name for r in cat.rows(EvaluationRow)}
     assert {"table1", "table4", "track_match"} <= tables
+
+
+def test_llm_detection_through_the_summarizer_endpoint(scored, described, evaluated, fake_server):
+    """detection_judges = ['llm'] asks describe's [describe.summarizer] endpoint (the fake OpenAI server)
+    about each sampled clip's caption; every name here is 'woman speaking' and every caption says
+    'speaking', so the judge says yes to all and the AUROC is 0.5."""
+    from ard_core.catalog import DetectionRow
+    from ard_core.naming import SummarizerConfig
+    from precompute.configs import DescribeConfig, EvaluateConfig
+    from precompute.evaluate import evaluate
+    from test_naming import _FakeChat
+
+    run, sae, sid, cfg = scored
+    saved = handover.load(run, DescribeConfig)
+    url = f"http://127.0.0.1:{fake_server.server_port}/v1"
+    handover.save(run, DescribeConfig(summarizer=SummarizerConfig(backend="openai", base_url=url, model="j", retries=0)))
+    try:
+        evaluate(run, EvaluateConfig(gamma=0.7, detection_judges=["llm"], detection_n=3), embed=_bag_of_words)
+    finally:
+        handover.save(run, saved)
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        det = cat.rows(DetectionRow)
+    assert {d.judge for d in det} == {"llm"} and len(det) == cfg.top_c
+    assert len(_FakeChat.calls) == sum(d.n_pos + d.n_neg for d in det) > 0
+    assert all(d.score == 0.5 for d in det if d.score is not None)

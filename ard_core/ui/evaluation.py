@@ -29,7 +29,12 @@ TITLES = {
     "table4/seeds": "Table 4 over SAE seeds (mean ± std)",
     "steering": "Table 3 — steering sensitivity, best multiple (± bootstrap std over source samples)",
     "steering/seeds": "Table 3 over SAE seeds (mean ± std)",
+    "reference_check/per_clip": "Embedder check — share of distinct-reference pairs at least gamma similar "
+                                "(high: names cannot be told right from wrong)",
+    "track_match/vocabulary": "Named AR&D concepts matching a label of each track",
 }
+ORDER = ["table1", "table1_gap", "reference_check", "table3", "table4", "steering", "track_match"]
+"""The order of the tab's tables; others follow by name."""
 SINGLE = ("run", "per_clip")
 """Protocols shown under the table's own name (its main reading)."""
 METHOD_ORDER = ["ard", "mean_act", "coverage", "random", "poly"]
@@ -46,8 +51,8 @@ def _cell(value: float | None, std: float | None) -> str:
 
 
 def table_names(ctx: AppContext) -> list[str]:
-    """The catalog's evaluation tables, the paper's (TITLES) first."""
-    return sorted(ctx.catalog.evaluation_tables(), key=lambda n: (n not in TITLES, n))
+    """The catalog's evaluation tables in :data:`ORDER`, then the others by name."""
+    return sorted(ctx.catalog.evaluation_tables(), key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
 def sections(ctx: AppContext) -> list[tuple[str, str]]:

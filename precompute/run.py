@@ -1,9 +1,9 @@
 """Stage ``run``: every pipeline stage in order, resumable stage by stage.
 
-A stage that finishes writes ``OUT_DIR/stages/NAME.time.json`` (its wall time) and then
-``OUT_DIR/stages/NAME.done`` holding the hash of the config file; the next ``run`` with the same config skips it (``--force`` redoes
-everything, ``--from STAGE`` redoes from STAGE on). Inside a stage, resumption is
-the stage's own business (extraction skips finished shards, SAE training resumes
+A stage that finishes writes ``OUT_DIR/stages/NAME.time.json`` (its wall time, for
+``report``) and then ``OUT_DIR/stages/NAME.done`` holding the hash of the config file; the
+next ``run`` with the same config skips it (``--force`` redoes everything, ``--from STAGE``
+redoes from STAGE on). Inside a stage, resumption is the stage's own business (extraction skips finished shards, SAE training resumes
 from its checkpoint, ...).
 
 Crash safety: after ``kill -9`` at any instant, ``run`` again ends with the catalog and
@@ -96,7 +96,8 @@ def run_all(config: Path, force: bool = False, start: str | None = None) -> list
                 outcomes.append((stage, "failed"))
                 return outcomes
             seconds = time.perf_counter() - t0
-            durable.write_text(handover.stage_time(run, stage), json.dumps({"stage": stage, "seconds": round(seconds, 1)}) + "\n")
+            timing = {"stage": stage, "seconds": round(seconds, 1)}
+            durable.write_text(handover.stage_time(run, stage), json.dumps(timing) + "\n")
             durable.crash_point("marker")
             # last, and only now: every file the stage wrote is synced and its catalog rows committed
             durable.write_text(done, digest + "\n")

@@ -3,8 +3,8 @@
 A stage that finishes writes ``OUT_DIR/stages/NAME.time.json`` (its wall time, for
 ``report``) and then ``OUT_DIR/stages/NAME.done`` holding the hash of the config file; the
 next ``run`` with the same config skips it (``--force`` redoes everything, ``--from STAGE``
-redoes from STAGE on). Inside a stage, resumption is the stage's own business (extraction skips finished shards, SAE training resumes
-from its checkpoint, ...).
+redoes from STAGE on). Inside a stage, resumption is the stage's own business (extraction
+skips finished shards, SAE training resumes from its checkpoint, ...).
 
 Crash safety: after ``kill -9`` at any instant, ``run`` again ends with the catalog and
 files an uninterrupted run makes. Stages write files atomically (``ard_core.durable``) and

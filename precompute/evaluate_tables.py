@@ -18,15 +18,12 @@ from ard_core.catalog import EvaluationRow, SaeRow
 from ard_core.clip_eval import ClipResult
 from ard_core.evaluation import EmbedFn, Reference, cosine_matrix, match_concepts
 from ard_core.spread import bootstrap
-from precompute.markdown import METHOD_ORDER
+from precompute.markdown import GAPS, METHOD_ORDER
 
 if TYPE_CHECKING:
     from precompute.evaluate import Candidates
 
 METRICS = ("precision", "recall", "f1", "map")
-GAPS = (("ard", "random"), ("ard", "poly"), ("mean_act", "random"), ("coverage", "random"), ("ard", "mean_act"),
-        ("ard", "coverage"))
-"""Paired per-clip differences reported with their spread (table1_gap: method 'A-B')."""
 
 
 def clip_matrix(results: Sequence[ClipResult]) -> np.ndarray:

@@ -12,6 +12,9 @@ from ard_core.catalog import ClipPredictionRow, ClipRow, ClipScoreRow, Evaluatio
 METHOD_ORDER = ("poly", "random", "mean_act", "coverage", "ard")
 METHOD_LABEL = {"poly": "Poly. Feats.", "random": "Rand. Rep.", "mean_act": "Mean Act.", "coverage": "Coverage",
                 "ard": "AR&D"}
+GAPS = (("ard", "random"), ("ard", "poly"), ("mean_act", "random"), ("coverage", "random"), ("ard", "mean_act"),
+        ("ard", "coverage"))
+"""Paired per-clip differences reported with their spread (table1_gap: method 'A-B'), in this order."""
 T1_COLUMNS = (("ms", "MS"), ("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("map", "mAP"))
 
 
@@ -46,7 +49,8 @@ def gaps_md(rows: Sequence[EvaluationRow]) -> list[str]:
     for r in rows:
         by.setdefault(r.method, {})[r.metric] = r
     lines = ["| Gap (per clip, paired) | F1 | mAP |", "|---|---|---|"]
-    for pair, metrics in by.items():
+    order = [f"{a}-{b}" for a, b in GAPS]
+    for pair, metrics in sorted(by.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])):
         a, b = pair.split("-")
         label = f"{METHOD_LABEL.get(a, a)} - {METHOD_LABEL.get(b, b)}"
         lines.append(f"| {label} | {cell(metrics.get('f1'), True)} | {cell(metrics.get('map'), True)} |")
@@ -79,9 +83,11 @@ def table4_md(rows: Sequence[EvaluationRow], layers: dict[str, tuple[int, int]])
     return lines
 
 
-def steering_md(rows: Sequence[EvaluationRow]) -> list[str]:
-    """Table 3: per method, each mapping's best-multiple sensitivity with its spread and n."""
-    mappings = list(dict.fromkeys(r.metric for r in rows))
+def steering_md(rows: Sequence[EvaluationRow], order: Sequence[str] = ()) -> list[str]:
+    """Table 3: per method, each mapping's best-multiple sensitivity with its spread and n; mappings in
+    ``order`` (steer-eval's config) first."""
+    seen = list(dict.fromkeys(r.metric for r in rows))
+    mappings = [m for m in order if m in seen] + [m for m in seen if m not in order]
     idx = {(r.method, r.metric): r for r in rows}
     lines = ["| Method | " + " | ".join(mappings) + " |", "|---|" + "---|" * len(mappings)]
     for m in ("poly", "ard"):

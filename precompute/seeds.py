@@ -36,6 +36,7 @@ from ard_core.catalog import (
 )
 from ard_core.config import ConfigError, RunConfig
 from precompute import handover
+from precompute.configs import SteerEvalConfig
 from precompute.markdown import gaps_md, steering_md, table1_md, table4_md
 from precompute.run import config_hash, invalidate_from, marker, run_stage
 
@@ -104,7 +105,8 @@ def aggregate(per_seed: Sequence[Sequence[EvaluationRow]]) -> list[EvaluationRow
     return out
 
 
-def write_seeds_report(path: Path, rows: Sequence[EvaluationRow], seeds: Sequence[int], saes: Sequence[SaeRow]) -> Path:
+def write_seeds_report(path: Path, rows: Sequence[EvaluationRow], seeds: Sequence[int], saes: Sequence[SaeRow],
+                       mappings: Sequence[str] = ()) -> Path:
     def pick(table: str) -> list[EvaluationRow]:
         return [r for r in rows if r.table_name == table]
 
@@ -112,7 +114,7 @@ def write_seeds_report(path: Path, rows: Sequence[EvaluationRow], seeds: Sequenc
     lines = [f"# Tables 1, 3 and 4 over {len(seeds)} SAE seeds ({', '.join(map(str, seeds))})", "",
              "Each cell is the mean +- the sample std over the seeds' runs (SAEs retrained, then score, describe, "
              "evaluate and steer-eval).", "", f"## Table 1, per clip ({t1})", "", *table1_md(pick("table1"), t1), "",
-             *gaps_md(pick("table1_gap")), "", "## Table 3 (steering sensitivity)", "", *steering_md(pick("steering")),
+             *gaps_md(pick("table1_gap")), "", "## Table 3 (steering sensitivity)", "", *steering_md(pick("steering"), mappings),
              "", "## Table 4 (highest monosemanticity)", "",
              *table4_md(pick("table4"), {s.sae_id: (s.layer, s.expansion) for s in saes}), ""]
     return durable.write_text(path, "\n".join(lines))
@@ -136,4 +138,5 @@ def run_seeds(config: Path, n: int) -> Path:
             cat.delete_where("evaluations", protocol="seeds")
             cat.upsert(rows)
         saes = cat.rows(SaeRow)
-    return write_seeds_report(run.run.out_dir / "seeds" / "README.md", rows, seeds, saes)
+    return write_seeds_report(run.run.out_dir / "seeds" / "README.md", rows, seeds, saes,
+                              run.section("steer_eval", SteerEvalConfig).mappings)

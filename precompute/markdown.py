@@ -92,8 +92,8 @@ def steering_md(rows: Sequence[EvaluationRow], order: Sequence[str] = ()) -> lis
     lines = ["| Method | " + " | ".join(mappings) + " |", "|---|" + "---|" * len(mappings)]
     for m in ("poly", "ard"):
         if any((m, k) in idx for k in mappings):
-            cells = [cell(idx.get((m, k))) + (f" (n={idx[(m, k)].n})" if (m, k) in idx and idx[(m, k)].n else "")
-                     for k in mappings]
+            cells = [cell(idx.get((m, k))) + (f" (n={idx[(m, k)].n})" if (m, k) in idx and idx[(m, k)].n
+                                               and idx[(m, k)].protocol == "run" else "") for k in mappings]
             lines.append(f"| {METHOD_LABEL[m]} | " + " | ".join(cells) + " |")
     return lines
 

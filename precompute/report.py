@@ -126,8 +126,9 @@ def seeds_section(cat: Catalog, run: RunConfig, saes: Sequence[SaeRow]) -> list[
         return ["Over SAE seeds: not run (`python -m precompute evaluate --config CONFIG --seeds 3`)."]
     n = rows[0].n
     return [f"### Over {n} SAE seeds (`evaluate --seeds {n}`: mean +- sample std over retrained runs)", "",
-            *table1_md(rows, rows[0].sae_id), "", *gaps_md(_rows(cat, "table1_gap", "seeds")), "",
-            *steering_md(_rows(cat, "steering", "seeds"), mappings(run)), "",
+            "Table 1, per clip:", "", *table1_md(rows, rows[0].sae_id), "", *gaps_md(_rows(cat, "table1_gap", "seeds")),
+            "", "Table 3 (steering):", "", *steering_md(_rows(cat, "steering", "seeds"), mappings(run)), "",
+            "Table 4 (highest monosemanticity):", "",
             *table4_md(_rows(cat, "table4", "seeds"), {s.sae_id: (s.layer, s.expansion) for s in saes})]
 
 

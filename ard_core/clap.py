@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from ard_core.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -234,3 +237,28 @@ def load_clap(backend: str, name_or_path: str | Path, device: str = "cpu") -> Cl
 def similarity(audio_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
     """Cosine similarity (n_audio, n_text) of normalised embeddings."""
     return audio_emb @ text_emb.T
+
+
+def embedder_name(backend: str, name_or_path: str | Path) -> str:
+    """How the catalog's ``clip_embeddings`` names an embedder: ``BACKEND:MODEL``."""
+    return f"{backend}:{name_or_path}"
+
+
+def cached_audio_embeddings(cat: "Catalog", paths: dict[str, str], needed: set[str], backend: str,
+                            name_or_path: str | Path, device: str) -> dict[str, np.ndarray]:
+    """CLAP audio embeddings of the ``needed`` clips (``paths``: clip id -> audio file), from the
+    catalog's ``clip_embeddings`` cache; the missing ones are computed (CLAP loaded only then) and cached.
+    Returns every cached embedding of this embedder, the needed ones included."""
+    from ard_core.audio import load_audio
+    from ard_core.catalog import ClipEmbeddingRow
+
+    name = embedder_name(backend, name_or_path)
+    have = {r["clip_id"]: np.asarray(r["embedding"], np.float32) for r in cat.query(
+        "SELECT clip_id, embedding FROM clip_embeddings WHERE embedder = ?", [name])}
+    missing = sorted(needed - set(have))
+    if missing:
+        clap = load_clap(backend, name_or_path, device=device)
+        emb = clap.embed_audio([load_audio(paths[c]) for c in missing])
+        cat.upsert([ClipEmbeddingRow(name, c, e.astype(np.float32).tolist()) for c, e in zip(missing, emb)])
+        have.update(zip(missing, emb.astype(np.float32)))
+    return have

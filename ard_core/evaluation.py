@@ -16,7 +16,8 @@ high only when its matched pairs are also its most similar ones. With a single
 list of references per evaluation, mAP equals this AP; :func:`mean_ap` averages
 it over several lists (e.g. seeds of the random baseline).
 
-The references themselves (:func:`references`: one per labelled (track, label)), the
+The references themselves (:func:`references`: one per labelled (track, label), worded by
+:func:`label_phrase`, never by the captions the names come from), the
 text embedder that puts names and references in one space (:class:`TextEmbedder`) and
 the SAE the Table 1 baselines are compared on (:func:`table1_sae`) are here too, so
 that the describe, evaluate and steer-eval stages share them without importing each other.
@@ -24,14 +25,13 @@ that the describe, evaluate and steer-eval stages share them without importing e
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ard_core.config import ConfigError
-from ard_core.naming import ConsensusSummarizer
+from ard_core.datasets.manifest import MULTI_LABEL_SEP
 
 if TYPE_CHECKING:
     from ard_core.catalog import ClipRow, SaeRow
@@ -107,25 +107,49 @@ class Reference(NamedTuple):
     text: str
 
 
-def references(clips: Sequence[ClipRow], reference_text: str = "captions",
-               splits: Sequence[str] | None = None) -> list[Reference]:
-    """One reference concept per (track, label) of ``clips`` in ``splits`` (None: every split).
+REFERENCE_TEXTS = ("phrases", "labels")
+"""How a label becomes reference text: its phrase (:func:`label_phrase`) or the label itself."""
 
-    reference_text 'captions': its text is the phrase the reference captions of that label
-    share (the consensus summarizer over them, e.g. 'woman speaking' for gender=female), so it
-    is worded like the concept names; 'labels': the label itself (as FSD50K's class names).
-    """
-    by_label: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for c in clips:
-        if splits is None or c.split in splits:
-            for track, label in c.labels.items():
-                if label:
-                    by_label[(track, label)].append(c.caption)
-    out = []
-    for (track, label), caps in sorted(by_label.items()):
-        text = ConsensusSummarizer().summarize(caps).name if reference_text == "captions" else label
-        out.append(Reference(track, label, text))
-    return out
+_TRACK_PHRASES = {"gender": {"male": "a man speaking", "female": "a woman speaking"},
+                  "emotion": {"angry": "an angry voice", "disgust": "a disgusted voice", "fear": "a fearful voice",
+                              "happy": "a happy voice", "sad": "a sad voice", "neutral": "a neutral voice"}}
+_SOUND_PHRASES = {  # the mini corpus's animal and sound-event labels: what the sound is, in words
+    "cat": "a cat meowing", "cow": "a cow mooing", "dog": "a dog barking", "duck": "a duck quacking",
+    "frog": "a frog croaking", "horse": "a horse neighing", "owl": "an owl hooting", "pig": "a pig grunting",
+    "rooster": "a rooster crowing", "sheep": "a sheep bleating", "siren": "a siren wailing",
+    "engine": "an engine running", "rain": "rain falling", "beep": "a beeping sound", "chirp": "electronic chirping",
+    "knocking": "knocking on a door", "coin": "a coin sound", "explosion": "an explosion", "laser": "a laser sound",
+    "jump": "a jumping sound", "buzzer": "a buzzer", "powerup": "a power-up sound",
+}
+
+
+def label_phrase(track: str, label: str) -> str:
+    """The reference text of a label: 'a man speaking' for gender=male, 'speech in German' for
+    language=German, 'a dog barking' for animal=dog; a label with no phrase (a real dataset's class
+    name, e.g. FSD50K's 'Accelerating_and_revving_and_vroom') is its own text, underscores as spaces."""
+    if track == "language":
+        return f"speech in {label}"
+    phrase = _TRACK_PHRASES.get(track, {}).get(label) or _SOUND_PHRASES.get(label)
+    return phrase or label.replace("_", " ")
+
+
+def reference_text(track: str, label: str, kind: str = "phrases") -> str:
+    """``label``'s reference text: its phrase ('phrases') or itself ('labels')."""
+    if kind not in REFERENCE_TEXTS:
+        raise ConfigError(f"reference text {kind!r}: use one of {list(REFERENCE_TEXTS)}")
+    return label_phrase(track, label) if kind == "phrases" else label
+
+
+def clip_labels(labels: dict[str, str]) -> list[tuple[str, str]]:
+    """A clip's (track, label) pairs, multi-label cells (FSD50K's 'a;b') split, in track order."""
+    return [(t, v) for t, cell in sorted(labels.items()) for v in (cell or "").split(MULTI_LABEL_SEP) if v]
+
+
+def references(clips: Sequence[ClipRow], kind: str = "phrases", splits: Sequence[str] | None = None) -> list[Reference]:
+    """One reference concept per (track, label) of ``clips`` in ``splits`` (None: every split), with
+    its text (:func:`reference_text`): the vocabulary the global ('vocabulary') matching is scored on."""
+    seen = {pair for c in clips if splits is None or c.split in splits for pair in clip_labels(c.labels)}
+    return [Reference(t, l, reference_text(t, l, kind)) for t, l in sorted(seen)]
 
 
 class TextEmbedder:

@@ -14,8 +14,9 @@ Nothing here builds a dense (tokens, d_z) matrix: a clip's sums and counts come
 from its K active (index, value) pairs per token via ``bincount``, and the top-p
 and bottom-p clips of every feature are kept by merging each batch of clips into
 running (features, p) tables. Ties (most clips score exactly 0 for most
-features) are broken by a per-clip key hashed from (seed, clip_id), so the
-choice is deterministic and independent of clip order and batch size.
+features) are broken by a key hashed from (seed, feature, clip_id), so the
+choice is deterministic, independent of clip order and batch size, and differs
+between features (each feature gets its own bottom set among its zero scores).
 :func:`select_representatives` streams a layer's clips from the activation store
 through an SAE into a selector, a batch of clips at a time.
 """
@@ -23,8 +24,9 @@ through an SAE into a selector, a batch of clips at a time.
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -82,11 +84,24 @@ def score(method: str, mean_act: torch.Tensor, coverage: torch.Tensor) -> torch.
     raise ValueError(f"unknown scoring method {method!r}; use one of {METHODS}")
 
 
-def tie_keys(clip_ids: Sequence[str], seed: int) -> torch.Tensor:
-    """A seeded pseudo-random int64 per clip, independent of order: the tie-break."""
-    keys = [int.from_bytes(hashlib.blake2b(f"{seed}:{c}".encode(), digest_size=7).digest(), "big")
-            for c in clip_ids]
-    return torch.tensor(keys, dtype=torch.int64)
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 (wrapping arithmetic): a cheap, well-mixed integer hash."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def tie_keys(clip_ids: Sequence[str], seed: int, n_features: int) -> torch.Tensor:
+    """(n_features, B) seeded pseudo-random int64 per (feature, clip), independent of order: the tie-break.
+
+    It depends on the feature too: with a per-clip key every feature broke its ties among the
+    many zero scores the same way, so thousands of features shared the same few bottom sets."""
+    clip = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{c}".encode(), digest_size=8).digest(), "big")
+                     for c in clip_ids], dtype=np.uint64)
+    feat = _splitmix64(np.arange(n_features, dtype=np.uint64) ^ np.uint64(seed & 0xFFFFFFFF))
+    return torch.from_numpy(_splitmix64(feat[:, None] ^ clip[None, :]).view(np.int64))
 
 
 class Selection(NamedTuple):
@@ -121,9 +136,9 @@ class _Table:
         self.p = p
 
     def merge(self, score: torch.Tensor, key: torch.Tensor, idx: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> None:
-        """score/mu/cov: (F, B); key/idx: (B,)."""
+        """score/mu/cov/key: (F, B); idx: (B,)."""
         F, B = score.shape
-        keys = key.expand(F, B)
+        keys = key
         if self.score.shape[1] == self.p:
             # Once full, only rows where some clip beats the kept p-th are re-sorted. Most
             # scores are 0 and most rows have no such clip, so this skips nearly all of the
@@ -183,7 +198,7 @@ class RepresentativeSelector:
         start = len(self.clip_ids)
         self.clip_ids.extend(clip_ids)
         idx = torch.arange(start, start + len(clip_ids))
-        key = tie_keys(clip_ids, self.seed)
+        key = tie_keys(clip_ids, self.seed, self.n_features)
         mu, cov = stats.mean_act.T.contiguous(), stats.coverage.T.contiguous()  # (F, B)
         for m in self.top:
             r = score(m, mu, cov)
@@ -214,19 +229,21 @@ def random_representatives(n_clips: int, n_features: int, p: int, seed: int) -> 
     return picks[:, :p], picks[:, p:need]
 
 
-def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int,
-                           sae: TopKSAE | None, *, p: int, methods: Sequence[str], seed: int, batch_clips: int,
-                           encode_tokens: int, desc: str = "") -> RepresentativeSelector:
-    """Stream the clips ``clip_ids`` of ``layer`` through ``sae`` (None: the raw neurons, 'ard' only)
-    into a selector, ``batch_clips`` clips per statistics step and at most ``encode_tokens`` tokens
-    per SAE encode call (which bounds the dense (tokens, d_z) pre-activations)."""
-    sel = RepresentativeSelector(n_features, p=p, methods=methods if sae is not None else ["ard"], seed=seed)
+class StatsBatch(NamedTuple):
+    clip_ids: list[str]
+    stats: ClipStats
+    n_tokens: int
+
+
+def iter_clip_stats(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int, sae: TopKSAE | None, *,
+                    batch_clips: int, encode_tokens: int, desc: str = "") -> Iterator[StatsBatch]:
+    """The clips ``clip_ids`` of ``layer`` through ``sae`` (None: the raw neurons), ``batch_clips``
+    clips per batch of statistics and at most ``encode_tokens`` tokens per SAE encode call (which
+    bounds the dense (tokens, d_z) pre-activations); clips with no tokens are skipped."""
     ids: list[str] = []
     xs: list[torch.Tensor] = []
 
-    def flush() -> None:
-        if not ids:
-            return
+    def flush() -> StatsBatch:
         if sae is None:
             stats = clip_stats_dense(xs)
         else:
@@ -239,9 +256,10 @@ def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str
             splits = [len(x) for x in xs]
             stats = clip_stats_sparse(list(torch.cat(acts).split(splits)), list(torch.cat(indices).split(splits)),
                                       n_features)
-        sel.update(ids, stats, sum(len(x) for x in xs))
+        out = StatsBatch(list(ids), stats, sum(len(x) for x in xs))
         ids.clear()
         xs.clear()
+        return out
 
     for clip_id, acts in tqdm(store.iter_clips(layer), total=len(store.index(layer)), desc=desc, leave=False):
         if clip_id not in clip_ids or len(acts) == 0:
@@ -249,6 +267,18 @@ def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str
         ids.append(clip_id)
         xs.append(torch.from_numpy(acts))  # the store's dtype; float32 one encode chunk at a time
         if len(ids) >= batch_clips:
-            flush()
-    flush()
+            yield flush()
+    if ids:
+        yield flush()
+
+
+def select_representatives(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int,
+                           sae: TopKSAE | None, *, p: int, methods: Sequence[str], seed: int, batch_clips: int,
+                           encode_tokens: int, desc: str = "") -> RepresentativeSelector:
+    """Stream the clips ``clip_ids`` of ``layer`` through ``sae`` (None: the raw neurons, 'ard' only)
+    into a selector (:func:`iter_clip_stats`)."""
+    sel = RepresentativeSelector(n_features, p=p, methods=methods if sae is not None else ["ard"], seed=seed)
+    for batch in iter_clip_stats(store, layer, clip_ids, n_features, sae, batch_clips=batch_clips,
+                                 encode_tokens=encode_tokens, desc=desc):
+        sel.update(batch.clip_ids, batch.stats, batch.n_tokens)
     return sel

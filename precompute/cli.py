@@ -23,7 +23,7 @@ class Stage(NamedTuple):
     """One line for ``--help``."""
 
 
-# The pipeline in the order ``run`` runs it (precompute.run.PIPELINE), then the two tools.
+# The pipeline in the order ``run`` runs it (precompute.run.PIPELINE), then the tools.
 STAGES: dict[str, Stage] = {
     "dataset": Stage("precompute.dataset", "verify the mini corpus (or load real datasets) into the run's manifest"),
     "extract": Stage("precompute.extract", "capture residual-stream activations into the activation store"),
@@ -35,6 +35,7 @@ STAGES: dict[str, Stage] = {
     "steer-eval": Stage("precompute.steer_eval", "steering sensitivity evaluation (Table 3)"),
     "steer": Stage("precompute.steer", "steer one clip by clamping SAE features and print both answers"),
     "run": Stage("precompute.run", "run every pipeline stage in order, resuming finished ones"),
+    "report": Stage("precompute.report", "write the README's measured section from the run (tables, figures, commit)"),
 }
 
 

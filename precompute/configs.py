@@ -19,7 +19,8 @@ from typing import ClassVar
 
 from ard_core.config import ConfigError
 from ard_core.datasets import TRACKS
-from ard_core.evaluation import DEFAULT_GAMMA, TextEmbedder
+from ard_core.detection import JUDGES
+from ard_core.evaluation import DEFAULT_GAMMA, REFERENCE_TEXTS, TextEmbedder
 from ard_core.monosemanticity import DEFAULT_EPS
 from ard_core.naming import SummarizerConfig
 from ard_core.prompts import CAPTION_QUESTION, FORMATS
@@ -144,22 +145,40 @@ class EvaluateConfig:
 
     gamma: float = DEFAULT_GAMMA
     """Similarity threshold for a match (0.7 in the paper)."""
-    reference_text: str = "captions"
-    """'captions': a label's reference text is the phrase its clips' captions share; 'labels': the label."""
+    m: int = 5
+    """Per-clip protocol: predictions per test clip, the m named features most active on it (mu > 0)."""
+    splits: list[str] = field(default_factory=lambda: ["test"])
+    """Per-clip protocol: splits whose clips are scored (held out from SAE training and probing)."""
+    reference_text: str = "phrases"
+    """How a label becomes reference text: 'phrases' ('a man speaking' for gender=male) or 'labels' (the label)."""
     reference_splits: list[str] | None = None
-    """Splits whose labels form the references; None = every split."""
+    """Vocabulary protocol: splits whose labels form the references; None = every split."""
     text_embedder: str = "clap"
     """'clap' (the score stage's CLAP text encoder) or 'hf-mean' (mean-pooled transformers encoder)."""
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     """hf-mean: folder or hub id of the sentence encoder."""
+    bootstrap: int = 1000
+    """Bootstrap resamples over test clips behind each Table 1 figure's std and 95% interval."""
+    detection_n: int = 20
+    """Detection score: at most this many activating and as many non-activating probing clips per feature."""
+    detection_judges: list[str] = field(default_factory=lambda: ["clap"])
+    """Detection judges: 'clap' (the name as a CLAP text query), 'llm' (the [describe.summarizer] endpoint)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1:
             raise ConfigError("[evaluate].gamma must be in (0, 1]")
-        if self.reference_text not in ("captions", "labels"):
-            raise ConfigError("[evaluate].reference_text: use 'captions' or 'labels'")
+        if self.m < 1 or self.bootstrap < 1 or self.detection_n < 1:
+            raise ConfigError("[evaluate].m, bootstrap and detection_n must be >= 1")
+        if not self.splits:
+            raise ConfigError("[evaluate].splits must name at least one split (e.g. ['test'])")
+        if self.reference_text not in REFERENCE_TEXTS:
+            raise ConfigError(f"[evaluate].reference_text {self.reference_text!r}: use one of {list(REFERENCE_TEXTS)} "
+                              "(the old 'captions' worded references like the names; see docs/evaluation.md)")
         if self.text_embedder not in ("clap", "hf-mean"):
             raise ConfigError("[evaluate].text_embedder: use 'clap' or 'hf-mean'")
+        bad = [j for j in self.detection_judges if j not in JUDGES]
+        if bad:
+            raise ConfigError(f"[evaluate].detection_judges {bad} unknown; use {list(JUDGES)}")
 
     def build_embedder(self, score: ScoreConfig, device: str) -> TextEmbedder:
         """The text embedder this table names; 'clap' is the CLAP model ``score`` (the score

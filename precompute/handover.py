@@ -7,7 +7,9 @@ The files handed over, all under ``[run].out_dir``:
 - ``dataset/manifest.csv``: the clips, from the dataset stage (read by extract and lens);
 - each stage's saved config copy (``ScoreConfig.saved_as``, ...; :mod:`precompute.configs`);
 - ``describe/table1.json``: the SAE whose baselines describe named for Table 1
-  (:class:`Table1Choice`), which evaluate and steer-eval then score.
+  (:class:`Table1Choice`), which evaluate and steer-eval then score;
+- ``stages/NAME.time.json``: how long each stage's last completed run took (written by ``run``,
+  read by ``report``; :func:`stage_time`).
 
 Each reader raises :class:`StageOutputMissing`, naming the stage to run first, when the
 file is not there.
@@ -41,6 +43,11 @@ class Table1Choice:
 
     sae_id: str
     """Id of the Table 1 SAE in the catalog's ``saes`` table."""
+
+
+def stage_time(run: RunConfig, stage: str) -> Path:
+    """``OUT_DIR/stages/STAGE.time.json`` ({"stage", "seconds"}): the stage's last completed run under ``run``."""
+    return run.run.out_dir / "stages" / f"{stage}.time.json"
 
 
 def _missing(run: RunConfig, stage: str, path: Path, what: str) -> StageOutputMissing:

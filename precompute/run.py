@@ -1,10 +1,10 @@
 """Stage ``run``: every pipeline stage in order, resumable stage by stage.
 
-A stage that finishes writes ``OUT_DIR/stages/NAME.done`` holding the hash of the
-config file; the next ``run`` with the same config skips it (``--force`` redoes
-everything, ``--from STAGE`` redoes from STAGE on). Inside a stage, resumption is
-the stage's own business (extraction skips finished shards, SAE training resumes
-from its checkpoint, ...).
+A stage that finishes writes ``OUT_DIR/stages/NAME.time.json`` (its wall time, for
+``report``) and then ``OUT_DIR/stages/NAME.done`` holding the hash of the config file; the
+next ``run`` with the same config skips it (``--force`` redoes everything, ``--from STAGE``
+redoes from STAGE on). Inside a stage, resumption is the stage's own business (extraction
+skips finished shards, SAE training resumes from its checkpoint, ...).
 
 Crash safety: after ``kill -9`` at any instant, ``run`` again ends with the catalog and
 files an uninterrupted run makes. Stages write files atomically (``ard_core.durable``) and
@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import json
 import logging
 import time
 from pathlib import Path
 
 from ard_core import durable
 from ard_core.config import RunConfig
+from precompute import handover
 from precompute.cli import STAGES, add_config_argument
 
 log = logging.getLogger(__name__)
@@ -93,10 +95,13 @@ def run_all(config: Path, force: bool = False, start: str | None = None) -> list
                 print(f"[run] {stage}: failed with exit code {rc}; later stages not run")
                 outcomes.append((stage, "failed"))
                 return outcomes
+            seconds = time.perf_counter() - t0
+            timing = {"stage": stage, "seconds": round(seconds, 1)}
+            durable.write_text(handover.stage_time(run, stage), json.dumps(timing) + "\n")
             durable.crash_point("marker")
             # last, and only now: every file the stage wrote is synced and its catalog rows committed
             durable.write_text(done, digest + "\n")
-        print(f"[run] {stage}: done in {time.perf_counter() - t0:.1f} s")
+        print(f"[run] {stage}: done in {seconds:.1f} s")
         outcomes.append((stage, "done"))
     return outcomes
 

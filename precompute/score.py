@@ -29,10 +29,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from ard_core.audio import load_audio
 from ard_core.catalog import (
     Catalog,
-    ClipEmbeddingRow,
     ClipRow,
     EvaluationRow,
     FeatureExampleRow,
@@ -40,6 +38,8 @@ from ard_core.catalog import (
     MethodScoreRow,
     SaeRow,
 )
+from ard_core.clap import cached_audio_embeddings
+from ard_core.clap import embedder_name as clap_embedder_name
 from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.monosemanticity import monosemanticity, rank_features
 from ard_core.retrieval import (RepresentativeSelector, Selection, low_coverage_share, random_representatives,
@@ -60,7 +60,7 @@ class ScoreResult(NamedTuple):
 
 
 def embedder_name(cfg: ScoreConfig) -> str:
-    return f"{cfg.clap_backend}:{cfg.clap_model}"
+    return clap_embedder_name(cfg.clap_backend, cfg.clap_model)
 
 
 def select(store: ActivationStore, layer: int, clip_ids: set[str], n_features: int, sae: TopKSAE | None,
@@ -73,18 +73,8 @@ def select(store: ActivationStore, layer: int, clip_ids: set[str], n_features: i
 def ensure_embeddings(cat: Catalog, clips: dict[str, ClipRow], needed: set[str], cfg: ScoreConfig,
                       device: str) -> dict[str, np.ndarray]:
     """CLAP audio embeddings of ``needed`` clips, computing and caching the missing ones."""
-    name = embedder_name(cfg)
-    have = {r["clip_id"]: np.asarray(r["embedding"], np.float32) for r in cat.query(
-        "SELECT clip_id, embedding FROM clip_embeddings WHERE embedder = ?", [name])}
-    missing = sorted(needed - set(have))
-    if missing:
-        from ard_core.clap import load_clap
-
-        clap = load_clap(cfg.clap_backend, cfg.clap_model, device=device)
-        emb = clap.embed_audio([load_audio(clips[c].path) for c in missing])
-        cat.upsert([ClipEmbeddingRow(name, c, e.astype(np.float32).tolist()) for c, e in zip(missing, emb)])
-        have.update(zip(missing, emb.astype(np.float32)))
-    return have
+    return cached_audio_embeddings(cat, {c: clips[c].path for c in needed}, needed, cfg.clap_backend, cfg.clap_model,
+                                   device)
 
 
 def gather(emb: dict[str, np.ndarray], clip_ids: list[str], index: torch.Tensor) -> torch.Tensor:

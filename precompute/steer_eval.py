@@ -17,7 +17,8 @@ naming stage's OpenAI-compatible endpoint, which says yes/no).
 
 Table 3 (Markdown) gives, per mapping and method, the best multiple's mean over
 the selected features; the full sweep is in the catalog (``steering_results``)
-and under ``OUT_DIR/steering/``.
+and under ``OUT_DIR/steering/``. Table 3 itself, with a bootstrap over the source
+samples (``ard_core.spread.table3_spread``), is in ``evaluations`` ('steering').
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ard_core.audio import load_audio
-from ard_core.catalog import Catalog, ClipRow, SaeRow, SteeringResultRow
+from ard_core.catalog import Catalog, ClipRow, EvaluationRow, SaeRow, SteeringResultRow
 from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.durable import write_text
 from ard_core.evaluation import EmbedFn, cosine_matrix, references
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.prompts import EMOTION_NEUTRAL_FORMAT, attribute_prompt, label_token_ids, p3_options
 from ard_core.sae import TopKSAE
+from ard_core.spread import table3_spread
 from ard_core.steering import SteerSpec, steering
 from ard_core.store import ActivationStore
 from precompute import handover
@@ -142,6 +144,7 @@ def steer_eval(run: RunConfig, model_cfg: ModelConfig, cfg: SteerEvalConfig, llm
     llm = llm or model_cfg.load(device)
     store = ActivationStore(run.run.out_dir / "activations")
     rows: list[SteeringResultRow] = []
+    outcomes: dict[tuple[str, str], list[list[np.ndarray]]] = defaultdict(list)  # per feature, per value: hits
     chosen: dict[str, list[Candidate]] = {}
     with Catalog.open(run.run.catalog_path) as cat:
         saes = cat.rows(SaeRow)
@@ -167,6 +170,7 @@ def steer_eval(run: RunConfig, model_cfg: ModelConfig, cfg: SteerEvalConfig, llm
             chosen[mapping] = cands
             todo = [a for a, m in zip(audios, movable) if m]
             for c in tqdm(cands, desc=f"steer {mapping}", leave=False):
+                outcomes[(mapping, c.method)].append([])
                 for mult in cfg.multiples:
                     spec = SteerSpec(layer=t1.layer, values={c.feature: mult * c.max_act},
                                      sae=sae if c.method == "ard" else None, mode="set")
@@ -174,13 +178,30 @@ def steer_eval(run: RunConfig, model_cfg: ModelConfig, cfg: SteerEvalConfig, llm
                         hit = predict(llm, todo, prompt, ids, [spec], cfg.positions, cfg.batch_size) == labels.index(target)
                     else:
                         hit = llm_judge(llm, todo, prompt, [spec], cfg.positions, track, target, endpoint)
+                    outcomes[(mapping, c.method)][-1].append(np.asarray(hit, np.float64))
                     rows.append(SteeringResultRow(mapping, c.method, t1.sae_id, c.feature, mult, cfg.judge,
                                                   float(hit.mean()) if len(todo) else float("nan"), len(todo)))
+        spreads = table3_rows(outcomes, t1.sae_id, ev_cfg.bootstrap, run.run.seed)
         with cat.transaction():
             cat.delete_where("steering_results", judge=cfg.judge)
             cat.upsert(rows)
+            cat.delete_where("evaluations", table_name="steering", protocol="run")
+            cat.upsert(spreads)
     write_report(out_dir, t1, rows, chosen, cfg)
     return out_dir
+
+
+def table3_rows(outcomes: dict[tuple[str, str], list[list[np.ndarray]]], sae_id: str, n_boot: int,
+                seed: int) -> list[EvaluationRow]:
+    """Table 3 as ``evaluations`` rows ('steering'; metric = the mapping): each (mapping, method)'s best
+    value's mean sensitivity over its features, with a bootstrap over the source samples."""
+    rows = []
+    for (mapping, method), per_feature in outcomes.items():
+        hits = np.stack([np.stack(per_value, axis=-1) for per_value in per_feature], axis=1)  # (samples, F, values)
+        if len(hits):
+            s = table3_spread(hits, n_resamples=n_boot, seed=seed)
+            rows.append(EvaluationRow("steering", method, sae_id, mapping, s.value, s.std, "run", s.low, s.high, s.n))
+    return rows
 
 
 def _mean(xs: Sequence[float]) -> float:

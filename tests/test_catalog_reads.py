@@ -10,7 +10,10 @@ import pytest
 
 from ard_core.catalog import (
     Catalog,
+    ClipPredictionRow,
     ClipRow,
+    ClipScoreRow,
+    DetectionRow,
     ConceptQuery,
     EvaluationRow,
     FeatureExampleRow,
@@ -56,9 +59,15 @@ def cat(tmp_path_factory: pytest.TempPathFactory):
     evals = [EvaluationRow("table4", "ard", A, "monosemanticity", 0.8, 0.1), EvaluationRow("table1", "ard", A, "f1", 0.5, None),
              EvaluationRow("table3", "pearson", "m", "r", 0.4, None), EvaluationRow("table3", "pearson", "x", "r", 0.9, None)]
     steering = [SteeringResultRow("f->m", "ard", A, 0, v, "label_prob", 0.1 * v, 4) for v in (8.0, 2.0)]
+    evals.append(EvaluationRow("table1", "ard", A, "f1", 0.3, 0.02, "per_clip", 0.26, 0.34, 1))
+    per_clip = [ClipScoreRow(A, m, s, "c2", 1, 1, 1.0, 1.0, 1.0, 1.0) for m, s in (("ard", 0), ("random", 0), ("random", 1))]
+    preds = [ClipPredictionRow(A, m, s, "c2", 1, 0, "man", 0.5, "a man speaking", 0.9, True) for m, s in
+             (("random", 1), ("ard", 0), ("random", 0))]
+    detection = [DetectionRow(A, 0, "llm", 0.75, 3, 3), DetectionRow(A, 0, "clap", 0.9, 5, 5),
+                 DetectionRow(B, 1, "clap", None, 0, 0)]
     path = root / "run" / "catalog.duckdb"
     with Catalog.open(path) as w:
-        for rows in (clips, saes, features, examples, lens, summary, enrich, evals, steering,
+        for rows in (clips, saes, features, examples, lens, summary, enrich, evals, steering, per_clip, preds, detection,
                      [ModelRow("m", "models/m", "X", 6, 16), ModelRow("a-model", "models/a", "X", 2, 8)]):
             w.upsert(rows)
     with Catalog.open(path, read_only=True) as c:
@@ -116,7 +125,10 @@ def test_concepts_page_filters_sorts_and_pages(cat: Catalog) -> None:
     page = cat.concepts_page(ConceptQuery(page_size=3, page=9))  # past the end: the last page
     assert (page.total, page.page, page.n_pages, [r.ref for r in page.rows]) == (4, 2, 2, [f"{A}/5"])
     row = cat.concepts_page(ConceptQuery(text="cat")).rows[0]
-    assert row == (B, 1, "cat", "a cat meowing #2", 3, 0.5, 1, 0.3)
+    assert row == (B, 1, "cat", "a cat meowing #2", 3, 0.5, 1, 0.3, None)
+    # by detection score (the 'clap' judge), features without one last
+    assert _refs(cat, sort="detection", descending=True) == [f"{A}/0", f"{A}/2", f"{A}/5", f"{B}/1"]  # ties: layer
+    assert cat.concepts_page(ConceptQuery(text="dog")).rows[0].detection == 0.9
     assert cat.concepts_page(ConceptQuery(text="zebra")) == ([], 0, 1, 1)
     with pytest.raises(ValueError, match="cannot sort by 'f.rank; DROP'"):
         ConceptQuery(sort="f.rank; DROP")
@@ -167,6 +179,23 @@ def test_evaluation_and_steering_reads(cat: Catalog) -> None:
     assert [(r.sae_id, r.value) for r in cat.evaluation_rows("table3")] == [("m", 0.4), ("x", 0.9)]
     assert [r.value for r in cat.evaluation_rows("table3", sae_id="m")] == [0.4]
     assert cat.evaluation_rows("table9") == []
+    assert [(r.protocol, r.value) for r in cat.evaluation_rows("table1")] == [("per_clip", 0.3), ("run", 0.5)]
+    per_clip = cat.evaluation_rows("table1", protocol="per_clip")[0]
+    assert (per_clip.std, per_clip.ci_low, per_clip.ci_high, per_clip.n) == (0.02, 0.26, 0.34, 1)
+    assert cat.evaluation_protocols("table1") == ["per_clip", "run"] and cat.evaluation_protocols("table9") == []
+
+
+def test_per_clip_and_detection_reads(cat: Catalog) -> None:
+    assert cat.evaluated_clips() == ["c2"]
+    ev = cat.clip_evaluation("c2")
+    assert ev.clip.labels == {"gender": "male"}
+    assert [(s.method, s.seed) for s in ev.scores] == [("ard", 0), ("random", 0)]  # random: seed 0 only
+    assert [(p.method, p.seed) for p in ev.predictions] == [("ard", 0), ("random", 0)]
+    assert [(p.method, p.seed) for p in cat.clip_evaluation("c2", seed=1).predictions] == [("ard", 0), ("random", 1)]
+    with pytest.raises(NotFound, match="no clip 'zz'"):
+        cat.clip_evaluation("zz")
+    assert [(d.judge, d.score) for d in cat.feature_detection(A, 0)] == [("clap", 0.9), ("llm", 0.75)]
+    assert cat.feature_detection(A, 2) == []
     assert [r.value for r in cat.steering_results()] == [2.0, 8.0]
 
 

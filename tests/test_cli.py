@@ -15,11 +15,11 @@ from precompute.run import PIPELINE
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_help_lists_the_pipeline_stages_and_the_steer_tool_only():
+def test_help_lists_the_pipeline_stages_and_the_tools_only():
     out = subprocess.run([sys.executable, "-m", "precompute", "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     listed = re.findall(r"^    (\S+)", out.stdout, flags=re.M)  # one "    NAME  help" line per stage
-    assert listed == [*PIPELINE, "steer", "run"]
+    assert listed == [*PIPELINE, "steer", "run", "report"]
     assert set(STAGES) == set(listed)
     assert "train-tiny" not in out.stdout and "not built" not in out.stdout
 

@@ -120,7 +120,7 @@ def catalog_snapshot(db: Path) -> tuple[dict[str, str], dict[str, int]]:
 
 
 def file_digest(path: Path) -> str:
-    drop = TIMING_KEYS.get(path.name)
+    drop = TIMING_KEYS.get(path.name) or (("seconds",) if path.name.endswith(".time.json") else None)
     if drop is None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     if path.suffix == ".jsonl":

@@ -72,9 +72,13 @@ class _FakeChat(BaseHTTPRequestHandler):
             self.wfile.write(b"busy")
             return
         user = body["messages"][-1]["content"]
-        n = user.count("\n1. ") + user.count("\n2. ") + user.count("\n3. ")
-        reply = {"choices": [{"message": {"role": "assistant",
-                                          "content": f"Name: dog barking\nDescription: {n} captions of dogs."}}]}
+        if "Reply with yes or no only." in user:  # a detection judge: yes when the name's last word is in the caption
+            name, caption = user.split('"')[1], user.split('"')[3]
+            content = "yes" if name.split()[-1] in caption else "no"
+        else:
+            n = user.count("\n1. ") + user.count("\n2. ") + user.count("\n3. ")
+            content = f"Name: dog barking\nDescription: {n} captions of dogs."
+        reply = {"choices": [{"message": {"role": "assistant", "content": content}}]}
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -126,3 +130,17 @@ def test_endpoint_clear_error_after_retries(fake_server):
 def test_endpoint_unreachable_is_clear():
     with pytest.raises(EndpointError, match="failed: URLError"):
         OpenAISummarizer("http://127.0.0.1:9/v1", "m", retries=0, timeout_s=2).summarize(["x"])
+
+
+def test_detection_judge_through_the_endpoint(fake_server):
+    """The LLM-judged detection score asks the OpenAI-compatible endpoint one yes/no question per clip."""
+    import numpy as np
+
+    from ard_core.detection import Sample, llm_detection
+    from ard_core.naming import ChatEndpoint
+
+    url = f"http://127.0.0.1:{fake_server.server_port}/v1"
+    captions = ["a dog barking", "rain falling", "dogs barking loudly", "a siren"]
+    d = llm_detection(ChatEndpoint(url, "judge", retries=0), "dog barking", captions, Sample(np.array([0, 2]), np.array([1, 3])))
+    assert (d.score, d.n_pos, d.n_neg) == (1.0, 2, 2) and len(_FakeChat.calls) == 4
+    assert all(c[2]["model"] == "judge" and c[2]["max_tokens"] == 3 for c in _FakeChat.calls)

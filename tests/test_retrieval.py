@@ -54,10 +54,10 @@ def _reference_selection(clips, F, p, method, seed):
     ids = [c for c, _, _ in clips]
     st = clip_stats_sparse([a for _, a, _ in clips], [i for _, _, i in clips], F)
     r = score(method, st.mean_act, st.coverage)  # (N, F)
-    keys = tie_keys(ids, seed).tolist()
+    keys = tie_keys(ids, seed, F).tolist()
     top, bottom = [], []
     for f in range(F):
-        items = [(r[n, f].item(), keys[n], n) for n in range(len(ids))]
+        items = [(r[n, f].item(), keys[f][n], n) for n in range(len(ids))]
         top.append([n for _, _, n in sorted(items, key=lambda t: (-t[0], t[1]))[:p]])
         bottom.append([n for _, _, n in sorted(items, key=lambda t: (t[0], t[1]))[:p]])
     return top, bottom
@@ -114,6 +114,26 @@ def test_selection_is_independent_of_clip_order_and_seeded():
     rev = run(list(reversed(range(len(clips)))), 3)
     assert fwd == rev
     assert run(list(range(len(clips))), 4)[1] != fwd[1]  # another seed breaks zero-ties differently
+
+
+def test_bottom_sets_differ_across_features_when_most_scores_are_zero():
+    """Most features score 0 on most clips: each feature still gets its own bottom set among its
+    zero-score clips (a per-clip tie key gave every feature the same p lowest-keyed clips)."""
+    F, p, n_clips = 200, 4, 60
+    g = torch.Generator().manual_seed(11)
+    clips = []
+    for c in range(n_clips):
+        idx = torch.randint(0, F, (5, 1), generator=g)  # one active latent per token: ~5 of 200 per clip
+        clips.append((f"clip{c:02d}", torch.rand(5, 1, generator=g) + 0.1, idx))
+    st = clip_stats_sparse([a for _, a, _ in clips], [i for _, _, i in clips], F)
+    sel = RepresentativeSelector(F, p=p, methods=["ard"], seed=0)
+    sel.update([c for c, _, _ in clips], st, 1)
+    _, bottom = sel.result("ard")
+    assert (bottom.score == 0).all()  # every bottom set is drawn from zero-score ties
+    sets = {tuple(sorted(row)) for row in bottom.clip_index.tolist()}
+    assert len(sets) > 0.9 * F  # nearly every feature its own set (chance collisions only)
+    counts = torch.bincount(bottom.clip_index.flatten(), minlength=n_clips)
+    assert counts.max() < 0.2 * F  # no clip sits in most bottom sets
 
 
 def test_fewer_clips_than_p_pads_with_minus_one():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ard_core.catalog import Catalog, FeatureExampleRow, FeatureRow, MethodScoreRow, SaeRow, sae_id_for
+from ard_core.catalog import Catalog, ClipRow, FeatureExampleRow, FeatureRow, MethodScoreRow, SaeRow, sae_id_for
 from ard_core.config import RunConfig
 from ard_core.datasets import load_manifest, save_manifest
 from ard_core.models import ModelConfig
@@ -15,6 +15,7 @@ from ard_core.retrieval import select_representatives
 from ard_core.sae import SaeConfig, TopKSAE
 from ard_core.store import ActivationStore
 from conftest import gender_tone_manifest
+from test_naming import fake_server  # noqa: F401 (a fixture)
 from precompute import handover
 from precompute.configs import ExtractConfig, ScoreConfig
 from precompute.extract import extract
@@ -189,14 +190,87 @@ def test_describe_and_evaluate(scored, described, evaluated):
         assert tops <= captioned
     out = evaluated
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
-        t1 = {(r.method, r.metric): r for r in cat.rows(EvaluationRow, "table_name = 'table1'")}
-    # references: 'man speaking' (gender=male) and 'woman speaking' (female); every prediction says
-    # 'woman speaking': one Hungarian match out of 10 predictions and 2 references.
+        t1 = {(r.method, r.metric): r for r in cat.evaluation_rows("table1", protocol="vocabulary")}
+    # vocabulary references: 'a man speaking' (gender=male) and 'a woman speaking' (female); every
+    # prediction says 'woman speaking': one Hungarian match out of 10 predictions and 2 references.
     assert t1[("ard", "precision")].value == pytest.approx(0.1)
     assert t1[("ard", "recall")].value == pytest.approx(0.5)
     assert t1[("random", "recall")].std == pytest.approx(0.0)
     text = (out / "README.md").read_text()
-    assert "| AR&D |" in text and "gender" in text
+    assert "| AR&D |" in text and "gender" in text and "Per-clip view" in text
+
+
+def test_per_clip_protocol_on_the_stage(scored, described, evaluated):
+    """Every name is 'woman speaking' (bag-of-words: similarity 1 to 'a woman speaking', 0.5 to 'a man
+    speaking'): a female test clip on which some named feature fires scores P = 1/|predictions|, R = 1;
+    a male one scores 0; Table 1 is the mean over the test clips with its bootstrap interval."""
+    from ard_core.catalog import ClipPredictionRow, ClipScoreRow
+
+    run, sae, sid, cfg = scored
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        clips = {c.clip_id: c for c in cat.rows(ClipRow)}
+        scores = cat.rows(ClipScoreRow, "method = 'ard'")
+        preds = cat.rows(ClipPredictionRow, "method = 'ard'")
+        t1 = {r.metric: r for r in cat.evaluation_rows("table1", protocol="per_clip") if r.method == "ard"}
+        n_random = {r.seed for r in cat.rows(ClipScoreRow, "method = 'random'")}
+    test_ids = {c for c, r in clips.items() if r.split == "test"}
+    assert {s.clip_id for s in scores} == test_ids and len(test_ids) == 8 and n_random == {0, 1}
+    fired = 0
+    for s in scores:
+        mine = [p for p in preds if p.clip_id == s.clip_id]
+        assert s.n_predictions == len(mine) <= 5 and [p.rank for p in mine] == list(range(1, len(mine) + 1))
+        assert all(a.activation >= b.activation > 0 for a, b in zip(mine, mine[1:] + mine[-1:]))
+        if clips[s.clip_id].labels["gender"] == "female" and mine:
+            fired += 1
+            assert (s.precision, s.recall) == (pytest.approx(1 / len(mine)), 1.0)
+            assert sum(p.matched for p in mine) == 1 and 0 < s.ap <= 1
+        else:
+            assert (s.precision, s.recall, s.ap) == (0.0, 0.0, 0.0)
+    assert fired >= 1
+    assert t1["recall"].value == pytest.approx(fired / 8) and t1["recall"].n == 8
+    assert t1["precision"].value == pytest.approx(np.mean([s.precision for s in scores]))
+    assert t1["f1"].ci_low <= t1["f1"].value <= t1["f1"].ci_high and t1["f1"].std > 0
+
+
+def test_detection_scores_every_named_feature(scored, described, evaluated):
+    from ard_core.catalog import DetectionRow
+
+    run, sae, sid, cfg = scored
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        named = {f.feature for f in cat.rows(FeatureRow, "name IS NOT NULL")}
+        det = cat.rows(DetectionRow)
+    assert {d.feature for d in det} == named and {d.judge for d in det} == {"clap"}
+    for d in det:
+        assert d.n_pos == d.n_neg <= 20
+        assert (d.score is None) == (d.n_pos == 0) and (d.score is None or 0 <= d.score <= 1)
+
+
+def _table_hashes(db):
+    import hashlib
+
+    with Catalog.open(db, read_only=True) as cat:
+        return {t: hashlib.sha256("\n".join(sorted(repr(tuple(r.values())) for r in cat.query(f'SELECT * FROM "{t}"')))
+                                  .encode()).hexdigest() for t in cat.tables()}
+
+
+def test_score_and_evaluate_twice_give_identical_tables(scored, described, tiny_llm):
+    """Single-threaded runs are deterministic: score, describe and evaluate again on the same inputs
+    write exactly the same rows to every table (hashes of the sorted rows)."""
+    from precompute.configs import DescribeConfig, EvaluateConfig
+    from precompute.describe import describe
+    from precompute.evaluate import evaluate
+
+    run, sae, sid, cfg = scored
+
+    def once():
+        score(run, cfg)
+        describe(run, None, DescribeConfig(caption_max_new_tokens=4), llm=tiny_llm, summarizer=_FixedSummarizer())
+        evaluate(run, EvaluateConfig(gamma=0.7), embed=_bag_of_words)
+        return _table_hashes(run.run.catalog_path)
+
+    first, second = once(), once()
+    assert first == second
+    assert {"evaluations", "clip_scores", "clip_predictions", "feature_detection", "feature_examples"} <= set(first)
 
 
 def test_steer_eval_table(scored, evaluated, tiny_llm):
@@ -215,6 +289,38 @@ def test_steer_eval_table(scored, evaluated, tiny_llm):
     assert len({r.n for r in rows}) == 1  # the same movable source samples for every row
     text = (out / "README.md").read_text()
     assert "| AR&D |" in text and "male->female" in text
+    # Table 3 with its bootstrap over source samples: the best value's mean over the features
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        t3 = {r.method: r for r in cat.evaluation_rows("steering", protocol="run")}
+    for method, r in t3.items():
+        mine = [x for x in rows if x.method == method]
+        best = max(np.mean([x.sensitivity for x in mine if x.value == v]) for v in (1.0, 50.0))
+        assert r.value == pytest.approx(best) and r.n == mine[0].n and r.metric == "male->female"
+        assert r.ci_low <= r.value <= r.ci_high and r.std >= 0
+
+
+def test_report_writes_the_readme_section_between_markers(scored, evaluated, tmp_path, monkeypatch):
+    import argparse
+
+    from ard_core.config import ConfigError
+    from precompute import report
+
+    run, sae, sid, cfg = scored
+    monkeypatch.setattr(report.RunConfig, "load", staticmethod(lambda path: run))
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\nbefore\n<!-- report:begin -->\nstale text\n<!-- report:end -->\nafter\n")
+    args = argparse.Namespace(config="cfg.toml", readme=readme, figures=tmp_path / "figs")
+    assert report.main(args) == 0
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n<!-- report:begin -->\n") and text.endswith("<!-- report:end -->\nafter\n")
+    assert "stale text" not in text and "at commit " in text
+    assert "### Table 1, per clip" in text and "| AR&D |" in text and "Vocabulary coverage" in text
+    assert "(the lens stage has not run)" in text and "Over SAE seeds: not run" in text
+    report.main(args)
+    assert readme.read_text() == text  # the same run renders the same section
+    readme.write_text("no markers here\n")
+    with pytest.raises(ConfigError, match="report:begin"):
+        report.main(args)
 
 
 def test_evaluate_embeds_with_the_clap_model_score_saved(scored, evaluated, tiny_clap_dir):
@@ -231,3 +337,28 @@ def test_evaluate_embeds_with_the_clap_model_score_saved(scored, evaluated, tiny
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
         tables = {r.table_name for r in cat.rows(EvaluationRow)}
     assert {"table1", "table4", "track_match"} <= tables
+
+
+def test_llm_detection_through_the_summarizer_endpoint(scored, described, evaluated, fake_server):
+    """detection_judges = ['llm'] asks describe's [describe.summarizer] endpoint (the fake OpenAI server)
+    about each sampled clip's caption; every name here is 'woman speaking' and every caption says
+    'speaking', so the judge says yes to all and the AUROC is 0.5."""
+    from ard_core.catalog import DetectionRow
+    from ard_core.naming import SummarizerConfig
+    from precompute.configs import DescribeConfig, EvaluateConfig
+    from precompute.evaluate import evaluate
+    from test_naming import _FakeChat
+
+    run, sae, sid, cfg = scored
+    saved = handover.load(run, DescribeConfig)
+    url = f"http://127.0.0.1:{fake_server.server_port}/v1"
+    handover.save(run, DescribeConfig(summarizer=SummarizerConfig(backend="openai", base_url=url, model="j", retries=0)))
+    try:
+        evaluate(run, EvaluateConfig(gamma=0.7, detection_judges=["llm"], detection_n=3), embed=_bag_of_words)
+    finally:
+        handover.save(run, saved)
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        det = cat.rows(DetectionRow)
+    assert {d.judge for d in det} == {"llm"} and len(det) == cfg.top_c
+    assert len(_FakeChat.calls) == sum(d.n_pos + d.n_neg for d in det) > 0
+    assert all(d.score == 0.5 for d in det if d.score is not None)

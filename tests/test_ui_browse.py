@@ -191,3 +191,28 @@ def test_evaluation_tables_pivot_the_long_rows(ctx: AppContext) -> None:
     assert t4.iloc[0]["monosemanticity"] == "0.800 ± 0.050"
     steer = evaluation.steering_table(ctx)
     assert list(steer["value"]) == [2.0, 4.0, 8.0]
+
+
+def test_per_clip_view_shows_labels_predictions_and_matches(ctx: AppContext) -> None:
+    clips = ctx.catalog.evaluated_clips()
+    assert len(clips) == 1
+    v = evaluation.clip_view(ctx, clips[0])
+    kind = clips[0].rsplit("_", 1)[0]
+    assert f"sound_event: **{kind}**" in v.header and v.audio is not None and v.audio.endswith(".wav")
+    assert list(v.scores["method"]) == ["ard", "poly"] and list(v.scores["AP"]) == [1.0, 0.0]
+    assert list(v.predictions["rank"]) == [1, 2]
+    first = v.predictions.iloc[0]
+    assert first["name"] == KINDS[kind][1] and first["matched"] == "✓" and first["reference"] == KINDS[kind][0]
+    assert first["feature"].endswith(f"/{PLANTED[kind]}") and v.predictions.iloc[1]["matched"] == ""
+    with pytest.raises(UserError, match="no clip"):
+        evaluation.clip_view(ctx, "no-such-clip")
+
+
+def test_detection_scores_on_the_feature_page_and_sortable_in_concepts(ctx: AppContext, run: UiRun) -> None:
+    sid = run.sae_ids[0]
+    v = feature.feature_view(ctx, f"{sid}/{PLANTED['beep']}")
+    assert v.detection["clap"].score == pytest.approx(0.7) and "detection (clap)" in v.scores
+    assert feature.feature_view(ctx, f"{sid}/3").detection == {}
+    page = concepts.search_features(ctx, ConceptQuery(sae_id=sid, sort="detection", descending=True, page_size=5))
+    assert list(page.table["detection"])[:4] == [0.9, 0.8, 0.7, 0.6]
+    assert page.refs[0] == f"{sid}/{PLANTED['clicks']}"

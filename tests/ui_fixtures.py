@@ -11,7 +11,8 @@
 - ``run/saes/*``: two TopK SAEs (expansion 4) with one feature planted per sound kind;
 - ``run/catalog.duckdb``: clips, model, SAEs, features (ranked, some named),
   ``ard`` top/bottom examples computed from the SAEs with ``ard_core.retrieval``,
-  lens curves, Tables 1/3/4 and steering rows.
+  lens curves, Tables 1/3/4, steering rows, one test clip's per-clip results and the planted
+  features' detection scores.
 
 The expensive part (the tiny model) is built once per pytest session:
 :func:`ui_run_dir` caches the folder under pytest's base temp.
@@ -40,7 +41,10 @@ import torch
 
 from ard_core.catalog import (
     Catalog,
+    ClipPredictionRow,
     ClipRow,
+    ClipScoreRow,
+    DetectionRow,
     EvaluationRow,
     FeatureExampleRow,
     FeatureRow,
@@ -230,13 +234,25 @@ def build_ui_run(root: Path) -> UiRun:
             evals.append(EvaluationRow("table4", method, sae_id, "monosemanticity", 0.8 - 0.1 * m_i, 0.05))
     evals += [EvaluationRow("table3", "pearson", MODEL_NAME, "r", 0.42, None),
               EvaluationRow("table3", "pearson", MODEL_NAME, "p_value", 0.03, None)]
+    # the per-clip view of one test clip and detection scores of the planted features
+    t1 = sae_id_for(MODEL_NAME, LAYERS[-1], EXPANSION)
+    tc = next(c for c in clips if c.split == "test")
+    kind = tc.clip_id.rsplit("_", 1)[0]
+    per_clip = [ClipScoreRow(t1, "ard", 0, tc.clip_id, 2, 1, 0.5, 1.0, 2 / 3, 1.0),
+                ClipScoreRow(t1, "poly", 0, tc.clip_id, 0, 1, 0.0, 0.0, 0.0, 0.0)]
+    clip_preds = [ClipPredictionRow(t1, "ard", 0, tc.clip_id, 1, PLANTED[kind], KINDS[kind][1], 1.5, KINDS[kind][0],
+                                    0.92, True),
+                  ClipPredictionRow(t1, "ard", 0, tc.clip_id, 2, 3, "mixed texture 3", 0.25, KINDS[kind][0], 0.41, False)]
+    detection = [DetectionRow(sid, k, "clap", 0.6 + 0.1 * i, 4, 4) for sid in (r.sae_id for r in sae_rows)
+                 for i, k in enumerate(PLANTED.values())]
     steering = [SteeringResultRow("female->male", "ard", sae_id_for(MODEL_NAME, 1, EXPANSION), PLANTED["hum"], v,
                                   "label_prob", 0.1 * v, 12) for v in (2.0, 4.0, 8.0)]
 
     with Catalog.open(run / "catalog.duckdb") as cat:
         cat.upsert(clips)
         cat.upsert([ModelRow(MODEL_NAME, str(model_dir), "Qwen2AudioAdapter", 4, D_MODEL)])
-        for rows in (sae_rows, feature_rows, example_rows, lens_rows, summary_rows, enrich_rows, evals, steering):
+        for rows in (sae_rows, feature_rows, example_rows, lens_rows, summary_rows, enrich_rows, evals, steering,
+                     per_clip, clip_preds, detection):
             cat.upsert(rows)
     return UiRun(root, run / "catalog.duckdb", model_dir, clips_dir, tuple(r.sae_id for r in sae_rows))
 

@@ -39,13 +39,16 @@ from ard_core.catalog.browse import (
 from ard_core.catalog.connect import CatalogError
 from ard_core.catalog.core import Catalog
 from ard_core.catalog.refs import FeatureRef, SaeIdParts, parse_feature_ref, parse_sae_id, sae_id_for
-from ard_core.catalog.results import EnrichmentStat
+from ard_core.catalog.results import ClipEvaluation, EnrichmentStat
 from ard_core.catalog.rows import (
     ActivationIndexRow,
     AnnotationRow,
     ClipCaptionRow,
     ClipEmbeddingRow,
+    ClipPredictionRow,
     ClipRow,
+    ClipScoreRow,
+    DetectionRow,
     EvaluationRow,
     FeatureExampleRow,
     FeatureRow,
@@ -63,7 +66,8 @@ from ard_core.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 __all__ = [
     "MIGRATIONS", "RATING_MAX", "RATING_MIN", "SCHEMA_VERSION", "CONCEPT_SORTS",
     "ActivationIndexRow", "AnnotationRow", "AnnotationStore", "Answer", "Catalog", "CatalogCounts", "CatalogError",
-    "ClipCaptionRow", "ClipChoice", "ClipEmbeddingRow", "ClipFile", "ClipRow", "ConceptQuery", "ConceptRow",
+    "ClipCaptionRow", "ClipChoice", "ClipEvaluation", "ClipEmbeddingRow", "ClipFile", "ClipPredictionRow", "ClipRow",
+    "ClipScoreRow", "DetectionRow", "ConceptQuery", "ConceptRow",
     "ConceptsPage", "EnrichmentStat", "EvaluationRow", "FeatureExampleRow", "FeaturePage", "FeatureRef",
     "FeatureRow", "LensEnrichmentRow", "LensScoreRow", "LensSummaryRow", "MethodConceptRow", "MethodScoreRow",
     "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeRow", "Session", "SteeringResultRow",

@@ -32,6 +32,7 @@ _CONCEPT_SORTS = {  # sort key -> SQL expression (a whitelist: user text is neve
     "layer": "s.layer",
     "feature": "f.feature",
     "name": "lower(f.name)",
+    "detection": "d.score",
 }
 CONCEPT_SORTS: tuple[str, ...] = tuple(_CONCEPT_SORTS)
 """The keys :class:`ConceptQuery` may sort by."""
@@ -104,6 +105,8 @@ class ConceptRow(NamedTuple):
     monosemanticity: float | None
     rank: int | None
     density: float | None
+    detection: float | None
+    """Detection score (AUROC of the name as a CLAP query; None where not scored)."""
 
     @property
     def ref(self) -> str:
@@ -235,13 +238,14 @@ class BrowseReads(CatalogBase):
         """One page of the features matching ``q``, in its order (ties by layer, SAE, index)."""
         size = max(1, min(int(q.page_size), MAX_PAGE_SIZE))
         where, params = q.where()
-        base = "FROM features f JOIN saes s ON s.sae_id = f.sae_id" + where
+        base = ("FROM features f JOIN saes s ON s.sae_id = f.sae_id LEFT JOIN feature_detection d "
+                "ON d.sae_id = f.sae_id AND d.feature = f.feature AND d.judge = 'clap'" + where)
         total = int(self._fetch(f"SELECT count(*) {base}", params)[1][0][0])
         n_pages = max(1, math.ceil(total / size))
         page = min(max(1, int(q.page)), n_pages)
         order = f"{_CONCEPT_SORTS[q.sort]} {'DESC' if q.descending else 'ASC'} NULLS LAST, s.layer, f.sae_id, f.feature"
         rows = self._fetch(
-            "SELECT f.sae_id, f.feature, f.name, f.description, s.layer, f.monosemanticity, f.rank, f.density "
+            "SELECT f.sae_id, f.feature, f.name, f.description, s.layer, f.monosemanticity, f.rank, f.density, d.score "
             f"{base} ORDER BY {order} LIMIT ? OFFSET ?", params + [size, (page - 1) * size])[1]
         return ConceptsPage([ConceptRow(*r) for r in rows], total, page, n_pages)
 

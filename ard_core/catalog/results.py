@@ -9,7 +9,18 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ard_core.catalog.base import CatalogBase
-from ard_core.catalog.rows import EvaluationRow, LensEnrichmentRow, LensScoreRow, LensSummaryRow, SteeringResultRow
+from ard_core.catalog.browse import NotFound
+from ard_core.catalog.rows import (
+    ClipPredictionRow,
+    ClipRow,
+    ClipScoreRow,
+    DetectionRow,
+    EvaluationRow,
+    LensEnrichmentRow,
+    LensScoreRow,
+    LensSummaryRow,
+    SteeringResultRow,
+)
 
 
 class EnrichmentStat(NamedTuple):
@@ -19,6 +30,14 @@ class EnrichmentStat(NamedTuple):
     mean: float
     std: float
     """Sample std over seeds; 0 for a single seed."""
+
+
+class ClipEvaluation(NamedTuple):
+    """What the per-clip view shows for one clip."""
+
+    clip: ClipRow
+    scores: list[ClipScoreRow]
+    predictions: list[ClipPredictionRow]
 
 
 class ResultReads(CatalogBase):
@@ -84,11 +103,40 @@ class ResultReads(CatalogBase):
         """Names of the tables with rows in ``evaluations`` ('table1', 'table3', ...), sorted."""
         return self._distinct("table_name", "evaluations")
 
-    def evaluation_rows(self, table_name: str, sae_id: str | None = None) -> list[EvaluationRow]:
-        """The long-format rows of one table (of one SAE or model, for ``sae_id``)."""
-        if sae_id is None:
-            return self.rows(EvaluationRow, "table_name = ?", [table_name])
-        return self.rows(EvaluationRow, "table_name = ? AND sae_id = ?", [table_name, sae_id])
+    def evaluation_rows(self, table_name: str, sae_id: str | None = None,
+                        protocol: str | None = None) -> list[EvaluationRow]:
+        """The long-format rows of one table (of one SAE or model for ``sae_id``; of one protocol:
+        'per_clip', 'vocabulary', 'run' or 'seeds')."""
+        where, params = ["table_name = ?"], [table_name]
+        for column, value in (("sae_id", sae_id), ("protocol", protocol)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return self.rows(EvaluationRow, " AND ".join(where), params)
+
+    def evaluation_protocols(self, table_name: str) -> list[str]:
+        """The protocols one table has rows of, sorted."""
+        return [r[0] for r in self._fetch("SELECT DISTINCT protocol FROM evaluations WHERE table_name = ? "
+                                          "ORDER BY protocol", [table_name])[1]]
+
+    # -- the per-clip view and detection scores ----------------------------------------------------
+    def evaluated_clips(self) -> list[str]:
+        """Ids of the clips the per-clip protocol scored, sorted."""
+        return [r[0] for r in self._fetch("SELECT DISTINCT clip_id FROM clip_scores ORDER BY clip_id")[1]]
+
+    def clip_evaluation(self, clip_id: str, seed: int = 0) -> ClipEvaluation:
+        """One clip's per-clip results: its row, each method's scores and its predictions by method
+        and rank ('random' of ``seed`` only)."""
+        rows = self.rows(ClipRow, "clip_id = ?", [clip_id])
+        if not rows:
+            raise NotFound(f"no clip {clip_id!r} in the catalog")
+        where = "clip_id = ? AND (method <> 'random' OR seed = ?)"
+        return ClipEvaluation(rows[0], self.rows(ClipScoreRow, where, [clip_id, seed], order_by="method, seed"),
+                              self.rows(ClipPredictionRow, where, [clip_id, seed], order_by="method, seed, rank"))
+
+    def feature_detection(self, sae_id: str, feature: int) -> list[DetectionRow]:
+        """A feature's detection scores, one per judge."""
+        return self.rows(DetectionRow, "sae_id = ? AND feature = ?", [sae_id, int(feature)])
 
     def steering_results(self) -> list[SteeringResultRow]:
         """Every steering-evaluation row, by mapping, method, feature and value."""

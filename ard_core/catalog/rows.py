@@ -156,6 +156,56 @@ class EvaluationRow:
     metric: str
     value: float
     std: float | None
+    protocol: str = "run"
+    """'per_clip' / 'vocabulary' (Table 1's two protocols), 'run' (one figure of this run), 'seeds'
+    (mean and std over SAEs retrained with several seeds)."""
+    ci_low: float | None = None
+    ci_high: float | None = None
+    """95% bootstrap interval (None where the figure has none)."""
+    n: int | None = None
+    """Samples behind the figure (test clips, source samples, seeds)."""
+
+
+@dataclass
+class ClipScoreRow:
+    sae_id: str
+    method: str
+    seed: int
+    clip_id: str
+    n_predictions: int
+    n_references: int
+    precision: float
+    recall: float
+    f1: float
+    ap: float
+
+
+@dataclass
+class ClipPredictionRow:
+    sae_id: str
+    method: str
+    seed: int
+    clip_id: str
+    rank: int
+    feature: int
+    name: str
+    activation: float
+    reference: str | None
+    """The reference it matched, else the most similar one (None when the clip has none)."""
+    similarity: float | None
+    matched: bool
+
+
+@dataclass
+class DetectionRow:
+    sae_id: str
+    feature: int
+    judge: str
+    """'clap' (name as a CLAP text query) or 'llm' (the endpoint judges each clip's caption)."""
+    score: float | None
+    """AUROC separating activating from non-activating clips (None: too few of either)."""
+    n_pos: int
+    n_neg: int
 
 
 @dataclass
@@ -195,6 +245,9 @@ TABLE_OF: dict[type, str] = {
     MethodScoreRow: "method_scores",
     MethodConceptRow: "method_concepts",
     EvaluationRow: "evaluations",
+    ClipScoreRow: "clip_scores",
+    ClipPredictionRow: "clip_predictions",
+    DetectionRow: "feature_detection",
     SteeringResultRow: "steering_results",
     AnnotationRow: "annotations",
 }
@@ -215,7 +268,10 @@ PRIMARY_KEY: dict[str, tuple[str, ...]] = {
     "clip_captions": ("model", "clip_id"),
     "method_scores": ("method", "sae_id", "feature", "seed"),
     "method_concepts": ("method", "sae_id", "feature", "seed"),
-    "evaluations": ("table_name", "method", "sae_id", "metric"),
+    "evaluations": ("table_name", "protocol", "method", "sae_id", "metric"),
+    "clip_scores": ("sae_id", "method", "seed", "clip_id"),
+    "clip_predictions": ("sae_id", "method", "seed", "clip_id", "rank"),
+    "feature_detection": ("sae_id", "feature", "judge"),
     "steering_results": ("mapping", "method", "sae_id", "feature", "value", "judge"),
     "annotations": ("annotator", "session_id", "sae_id", "feature"),
 }

@@ -123,6 +123,38 @@ MIGRATIONS: list[str] = [
         examples STRUCT(kind VARCHAR, rank INTEGER, clip_id VARCHAR, score DOUBLE, mean_act DOUBLE, coverage DOUBLE)[]
     );
     """ + FILL_FEATURE_PAGES.format(ex="TRUE", f="TRUE"),
+    # 5: evaluation protocols and spreads. ``evaluations`` gains ``protocol`` (in its key:
+    # 'per_clip', 'vocabulary', 'run', 'seeds'), a 95% interval and the sample count; the old
+    # global matching of table1 and track_match becomes 'vocabulary'. Per-clip results
+    # (clip_scores, clip_predictions) feed the per-clip view; feature_detection holds each
+    # named feature's detection score.
+    """
+    CREATE TABLE evaluations_v5 (
+        table_name VARCHAR, protocol VARCHAR, method VARCHAR, sae_id VARCHAR, metric VARCHAR,
+        value DOUBLE, std DOUBLE, ci_low DOUBLE, ci_high DOUBLE, n INTEGER,
+        PRIMARY KEY (table_name, protocol, method, sae_id, metric)
+    );
+    INSERT INTO evaluations_v5
+    SELECT table_name, CASE WHEN table_name IN ('table1', 'track_match') THEN 'vocabulary' ELSE 'run' END,
+           method, sae_id, metric, value, std, NULL, NULL, NULL
+    FROM evaluations;
+    DROP TABLE evaluations;
+    ALTER TABLE evaluations_v5 RENAME TO evaluations;
+    CREATE TABLE clip_scores (
+        sae_id VARCHAR, method VARCHAR, seed INTEGER, clip_id VARCHAR, n_predictions INTEGER,
+        n_references INTEGER, "precision" DOUBLE, recall DOUBLE, f1 DOUBLE, ap DOUBLE,
+        PRIMARY KEY (sae_id, method, seed, clip_id)
+    );
+    CREATE TABLE clip_predictions (
+        sae_id VARCHAR, method VARCHAR, seed INTEGER, clip_id VARCHAR, rank INTEGER, feature INTEGER,
+        name VARCHAR, activation DOUBLE, reference VARCHAR, similarity DOUBLE, matched BOOLEAN,
+        PRIMARY KEY (sae_id, method, seed, clip_id, rank)
+    );
+    CREATE TABLE feature_detection (
+        sae_id VARCHAR, feature INTEGER, judge VARCHAR, score DOUBLE, n_pos INTEGER, n_neg INTEGER,
+        PRIMARY KEY (sae_id, feature, judge)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,8 +17,8 @@ from ard_core.ui.context import AppContext, UserError
 
 ALL = "All"
 """The filter dropdowns' 'no filter' choice."""
-COLUMNS = ["feature", "name", "description", "layer", "SAE", "monosemanticity", "rank", "density"]
-DATATYPES = ["str", "str", "str", "number", "str", "number", "number", "number"]
+COLUMNS = ["feature", "name", "description", "layer", "SAE", "monosemanticity", "rank", "density", "detection"]
+DATATYPES = ["str", "str", "str", "number", "str", "number", "number", "number", "number"]
 PAGE_SIZES = [10, 25, 50, 100]
 
 
@@ -48,7 +48,8 @@ def search_features(ctx: AppContext, q: ConceptQuery) -> ConceptPage:
     table = pd.DataFrame(
         [[r.ref, r.name or "", r.description or "", r.layer, r.sae_id,
           None if r.monosemanticity is None else round(float(r.monosemanticity), 3), r.rank,
-          None if r.density is None else round(float(r.density), 4)]
+          None if r.density is None else round(float(r.density), 4),
+          None if r.detection is None else round(float(r.detection), 3)]
          for r in res.rows], columns=COLUMNS)
     return ConceptPage(table, res.total, res.page, res.n_pages, refs)
 
@@ -110,7 +111,7 @@ def render(ctx: AppContext) -> ConceptsWidgets:
         page_size = gr.Dropdown(PAGE_SIZES, value=25, label="Per page", scale=1, min_width=90)
     table = gr.Dataframe(first.table, headers=COLUMNS, datatype=DATATYPES, interactive=False, wrap=True,
                          max_height=620, elem_id="concepts-table", show_search="none",
-                         column_widths=["17%", "13%", "29%", "5%", "14%", "9%", "5%", "8%"])
+                         column_widths=["16%", "13%", "26%", "5%", "13%", "8%", "5%", "7%", "7%"])
     with gr.Row(elem_classes="ard-pager"):
         prev = gr.Button("◀ Previous", size="sm", scale=0, min_width=110)
         info = gr.Markdown(first.summary, elem_id="concepts-info")

@@ -1,24 +1,42 @@
 """Evaluation tab: the paper's tables from the catalog (long-format ``evaluations`` rows,
-pivoted to one row per method and SAE), the steering table, and Table 2 from the
-annotations file.
+pivoted to one row per method and SAE, one table per protocol), the per-clip view (a test
+clip's labels, the named features that fire on it and what they matched), the steering
+table, and Table 2 from the annotations file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import gradio as gr
 import numpy as np
 import pandas as pd
 
+from ard_core.catalog import NotFound
 from ard_core.ui.common import guard, note
-from ard_core.ui.context import AppContext
+from ard_core.ui.context import AppContext, UserError
 
 TITLES = {
     "table1": "Table 1 — concept naming against reference concepts (Hungarian matching)",
+    "table1/per_clip": "Table 1 — per clip: the m most active named features vs the clip's label phrases "
+                       "(mean ± bootstrap std over test clips; Rand. Rep. ± std over seeds)",
+    "table1_gap/per_clip": "Table 1 — paired per-clip gaps between methods (± bootstrap std)",
+    "table1/vocabulary": "Table 1, vocabulary coverage — every name vs one reference per label, one global matching",
+    "table1/seeds": "Table 1 over SAE seeds (mean ± std; `evaluate --seeds`)",
     "table3": "AudioLens Table III — critical layer vs accuracy",
     "table4": "Table 4 — monosemanticity by representative-clip method",
+    "table4/seeds": "Table 4 over SAE seeds (mean ± std)",
+    "steering": "Table 3 — steering sensitivity, best multiple (± bootstrap std over source samples)",
+    "steering/seeds": "Table 3 over SAE seeds (mean ± std)",
+    "reference_check/per_clip": "Embedder check — share of distinct-reference pairs at least gamma similar "
+                                "(high: names cannot be told right from wrong)",
+    "track_match/vocabulary": "Named AR&D concepts matching a label of each track",
 }
+ORDER = ["table1", "table1_gap", "reference_check", "table3", "table4", "steering", "track_match"]
+"""The order of the tab's tables; others follow by name."""
+SINGLE = ("run", "per_clip")
+"""Protocols shown under the table's own name (its main reading)."""
 METHOD_ORDER = ["ard", "mean_act", "coverage", "random", "poly"]
 METRIC_ORDER = ["precision", "recall", "f1", "mAP", "map", "monosemanticity", "r", "p_value"]
 
@@ -33,13 +51,26 @@ def _cell(value: float | None, std: float | None) -> str:
 
 
 def table_names(ctx: AppContext) -> list[str]:
-    """The catalog's evaluation tables, the paper's (TITLES) first."""
-    return sorted(ctx.catalog.evaluation_tables(), key=lambda n: (n not in TITLES, n))
+    """The catalog's evaluation tables in :data:`ORDER`, then the others by name."""
+    return sorted(ctx.catalog.evaluation_tables(), key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
-def evaluation_table(ctx: AppContext, table_name: str) -> pd.DataFrame:
-    """One row per (method, SAE/model), one column per metric, cells 'value ± std'."""
-    rows = ctx.catalog.evaluation_rows(table_name)
+def sections(ctx: AppContext) -> list[tuple[str, str]]:
+    """(key, title) of every (table, protocol) with rows: key 'table1/per_clip', or the table's name for 'run'."""
+    out = []
+    for name in table_names(ctx):
+        for protocol in sorted(ctx.catalog.evaluation_protocols(name), key=lambda p: (p not in SINGLE, p)):
+            key = name if protocol == "run" else f"{name}/{protocol}"
+            out.append((key, TITLES.get(key, TITLES.get(name, key) + f" ({protocol})")))
+    return out
+
+
+def evaluation_table(ctx: AppContext, table_name: str, protocol: str | None = None) -> pd.DataFrame:
+    """One row per (method, SAE/model), one column per metric, cells 'value ± std'; ``table_name`` may be
+    'TABLE/PROTOCOL' (else every protocol's rows)."""
+    if "/" in table_name:
+        table_name, protocol = table_name.split("/", 1)
+    rows = ctx.catalog.evaluation_rows(table_name, protocol=protocol)
     if not rows:
         return pd.DataFrame(columns=["method", "SAE / model"])
     seen = sorted({r.metric for r in rows})
@@ -64,22 +95,84 @@ def steering_table(ctx: AppContext) -> pd.DataFrame:
         columns=["mapping", "method", "feature", "value", "judge", "sensitivity", "n"])
 
 
+# -- the per-clip view -----------------------------------------------------------------------
+CLIP_SCORE_COLUMNS = ["method", "predictions", "references", "precision", "recall", "F1", "AP"]
+PREDICTION_COLUMNS = ["method", "rank", "feature", "name", "activation", "reference", "similarity", "matched"]
+
+
+class ClipView(NamedTuple):
+    header: str
+    audio: str | None
+    scores: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+def clip_view(ctx: AppContext, clip_id: str) -> ClipView:
+    """One test clip: its labels (the references), per method its scores and the named features that
+    fire on it, by activation, with the reference each matched (or came closest to) and the similarity."""
+    if not clip_id:
+        raise UserError("choose a test clip")
+    try:
+        ev = ctx.catalog.clip_evaluation(clip_id)
+    except NotFound as exc:
+        raise UserError(str(exc)) from None
+    labels = ", ".join(f"{t}: **{v}**" for t, v in sorted(ev.clip.labels.items())) or "no labels"
+    refs = sorted({p.reference for p in ev.predictions if p.reference})
+    header = (f"`{clip_id}` ({ev.clip.split}) · labels {labels}  \n*{ev.clip.caption or ''}*  \n"
+              f"<small>references seen by the predictions: {', '.join(refs) or '–'}; Rand. Rep. shows seed 0</small>")
+    scores = pd.DataFrame([[s.method, s.n_predictions, s.n_references, round(s.precision, 3), round(s.recall, 3),
+                            round(s.f1, 3), round(s.ap, 3)] for s in ev.scores], columns=CLIP_SCORE_COLUMNS)
+    preds = pd.DataFrame([[p.method, p.rank, f"{p.sae_id}/{p.feature}", p.name, round(p.activation, 4),
+                           p.reference or "–", None if p.similarity is None else round(p.similarity, 3),
+                           "✓" if p.matched else ""] for p in ev.predictions], columns=PREDICTION_COLUMNS)
+    path = ctx.catalog.resolve(ev.clip.path)
+    return ClipView(header, str(path) if path else None, scores, preds)
+
+
 @dataclass
 class EvaluationWidgets:
     refresh: gr.Button
     human: gr.Markdown
     human_table: gr.Dataframe
+    clip: gr.Dropdown | None
+    clip_header: gr.Markdown | None
+    clip_audio: gr.Audio | None
+    clip_scores: gr.Dataframe | None
+    clip_predictions: gr.Dataframe | None
+
+
+def _render_clip_view(ctx: AppContext) -> tuple:
+    """The per-clip widgets, filled for the first evaluated clip (all None when the catalog has no per-clip results)."""
+    clips = ctx.catalog.evaluated_clips()
+    gr.Markdown("#### Per clip — what each method predicts for one test clip")
+    if not clips:
+        gr.Markdown(note("No per-clip results yet: the evaluate stage writes them.", "info"))
+        return None, None, None, None, None
+    first = clip_view(ctx, clips[0])
+    choice = gr.Dropdown(clips, value=clips[0], label="Test clip", elem_id="eval-clip")
+    with gr.Row():
+        header = gr.Markdown(first.header, elem_id="eval-clip-header")
+        audio = gr.Audio(first.audio, label="clip", interactive=False, scale=0, min_width=260)
+    scores = gr.Dataframe(first.scores, interactive=False, elem_id="eval-clip-scores")
+    preds = gr.Dataframe(first.predictions, interactive=False, wrap=True, elem_id="eval-clip-predictions")
+    return choice, header, audio, scores, preds
 
 
 def render(ctx: AppContext) -> EvaluationWidgets:
     from ard_core.ui.annotate import summary_markdown, summary_table
 
-    names = table_names(ctx)
-    if not names:
+    keys = sections(ctx)
+    if not keys:
         gr.Markdown(note("No evaluation rows in this catalog yet: the evaluate and lens stages write them.", "warn"))
-    for name in names:
-        gr.Markdown(f"#### {TITLES.get(name, name)}")
-        gr.Dataframe(evaluation_table(ctx, name), interactive=False, wrap=True, elem_id=f"eval-{name}")
+    shown: set[str] = set()
+    for key, title in keys:
+        name = key.split("/")[0]
+        elem = f"eval-{name}" if name not in shown else "eval-" + key.replace("/", "-")  # the main reading first
+        shown.add(name)
+        gr.Markdown(f"#### {title}")
+        gr.Dataframe(evaluation_table(ctx, key if "/" in key else key + "/run"), interactive=False, wrap=True,
+                     elem_id=elem)
+    clip_widgets = _render_clip_view(ctx)
     gr.Markdown("#### Table 2 — human evaluation of concept names (from the Annotate tab)")
     with gr.Row():
         # callables: recomputed on every page load, so new annotations show without a restart
@@ -92,7 +185,7 @@ def render(ctx: AppContext) -> EvaluationWidgets:
         gr.Dataframe(steer, interactive=False, elem_id="eval-steering")
     else:
         gr.Markdown(note("No steering evaluation yet: run `python -m precompute steer-eval`.", "info"))
-    return EvaluationWidgets(refresh, human, human_table)
+    return EvaluationWidgets(refresh, human, human_table, *clip_widgets)
 
 
 def listen(ctx: AppContext, w: EvaluationWidgets) -> None:
@@ -100,3 +193,6 @@ def listen(ctx: AppContext, w: EvaluationWidgets) -> None:
 
     w.refresh.click(guard(lambda: (summary_markdown(ctx), summary_table(ctx))), None, [w.human, w.human_table],
                     api_visibility="private")
+    if w.clip is not None:
+        w.clip.change(guard(lambda clip_id: tuple(clip_view(ctx, clip_id))), [w.clip],
+                      [w.clip_header, w.clip_audio, w.clip_scores, w.clip_predictions], api_name="clip_view")

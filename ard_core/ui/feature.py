@@ -18,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ard_core.audio import MelSpectrogram, load_audio, log_mel
-from ard_core.catalog import ClipRow, FeatureExampleRow, FeatureRow, SaeRow
+from ard_core.catalog import ClipRow, DetectionRow, FeatureExampleRow, FeatureRow, SaeRow
 from ard_core.traces import Trace, activation_over_time, activation_sample
 from ard_core.ui import plots
 from ard_core.ui.common import fmt_num, guard
@@ -65,6 +65,8 @@ class FeatureView(NamedTuple):
     next_ref: str | None
     density_fig: go.Figure
     hist_fig: go.Figure
+    detection: dict[str, DetectionRow] = {}
+    """judge -> the feature's detection score (the evaluate stage scores named features)."""
 
     @property
     def header(self) -> str:
@@ -80,8 +82,11 @@ class FeatureView(NamedTuple):
     def scores(self) -> str:
         f = self.feature
         rank = f"{f.rank:,} of {self.n_features:,}" if f.rank is not None else "–"
-        return (f"| monosemanticity | rank | density | max activation |\n|---|---|---|---|\n"
-                f"| **{fmt_num(f.monosemanticity)}** | {rank} | {fmt_num(f.density, 4)} | {fmt_num(f.max_act)} |")
+        det = sorted(self.detection.items())
+        head = "".join(f" detection ({j}) |" for j, _ in det)
+        cells = "".join(f" {fmt_num(d.score)} <small>({d.n_pos}+{d.n_neg} clips)</small> |" for _, d in det)
+        return (f"| monosemanticity | rank | density | max activation |{head}\n|---|---|---|---|{'---|' * len(det)}\n"
+                f"| **{fmt_num(f.monosemanticity)}** | {rank} | {fmt_num(f.density, 4)} | {fmt_num(f.max_act)} |{cells}")
 
 
 # -- what the page draws ----------------------------------------------------------------------
@@ -158,8 +163,9 @@ def feature_view(ctx: AppContext, ref: str) -> FeatureView:
     density_fig = plots.density_histogram(dens, row.density, f"#{fr.feature}")
     examples = _examples(ctx, sae, row, page.examples)
     (top, n_top), (bottom, n_bottom) = examples["top"], examples["bottom"]
+    detection = {d.judge: d for d in ctx.catalog.feature_detection(sae.sae_id, fr.feature)}
     return FeatureView(str(fr), row, sae, len(dens), top, bottom, n_top, n_bottom, page.prev_ref, page.next_ref,
-                       density_fig, feature_histogram(ctx, sae, fr.feature))
+                       density_fig, feature_histogram(ctx, sae, fr.feature), detection)
 
 
 def feature_json(ctx: AppContext, ref: str) -> dict[str, Any]:
@@ -174,7 +180,8 @@ def feature_json(ctx: AppContext, ref: str) -> dict[str, Any]:
 
     return {"ref": v.ref, "name": f.name, "description": f.description, "layer": v.sae.layer,
             "sae_id": v.sae.sae_id, "monosemanticity": f.monosemanticity, "rank": f.rank, "density": f.density,
-            "max_act": f.max_act, "top": [ex(e) for e in v.top], "bottom": [ex(e) for e in v.bottom],
+            "max_act": f.max_act, "detection": {j: d.score for j, d in v.detection.items()},
+            "top": [ex(e) for e in v.top], "bottom": [ex(e) for e in v.bottom],
             "prev": v.prev_ref, "next": v.next_ref}
 
 

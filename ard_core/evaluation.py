@@ -31,6 +31,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ard_core.config import ConfigError
+from ard_core.datasets.labels import label_phrase
 from ard_core.datasets.manifest import MULTI_LABEL_SEP
 
 if TYPE_CHECKING:
@@ -108,30 +109,8 @@ class Reference(NamedTuple):
 
 
 REFERENCE_TEXTS = ("phrases", "labels")
-"""How a label becomes reference text: its phrase (:func:`label_phrase`) or the label itself."""
-
-_TRACK_PHRASES = {"gender": {"male": "a man speaking", "female": "a woman speaking"},
-                  "emotion": {"angry": "an angry voice", "disgust": "a disgusted voice", "fear": "a fearful voice",
-                              "happy": "a happy voice", "sad": "a sad voice", "neutral": "a neutral voice"}}
-_SOUND_PHRASES = {  # the mini corpus's animal and sound-event labels: what the sound is, in words
-    "cat": "a cat meowing", "cow": "a cow mooing", "dog": "a dog barking", "duck": "a duck quacking",
-    "frog": "a frog croaking", "horse": "a horse neighing", "owl": "an owl hooting", "pig": "a pig grunting",
-    "rooster": "a rooster crowing", "sheep": "a sheep bleating", "siren": "a siren wailing",
-    "engine": "an engine running", "rain": "rain falling", "beep": "a beeping sound", "chirp": "electronic chirping",
-    "knocking": "knocking on a door", "coin": "a coin sound", "explosion": "an explosion", "laser": "a laser sound",
-    "jump": "a jumping sound", "buzzer": "a buzzer", "powerup": "a power-up sound",
-}
-
-
-def label_phrase(track: str, label: str) -> str:
-    """The reference text of a label: 'a man speaking' for gender=male, 'speech in German' for
-    language=German, 'a dog barking' for animal=dog; a label with no phrase (a real dataset's class
-    name, e.g. FSD50K's 'Accelerating_and_revving_and_vroom') is its own text, underscores as spaces."""
-    if track == "language":
-        return f"speech in {label}"
-    phrase = _TRACK_PHRASES.get(track, {}).get(label) or _SOUND_PHRASES.get(label)
-    return phrase or label.replace("_", " ")
-
+"""How a label becomes reference text: its phrase (:func:`ard_core.datasets.labels.label_phrase`) or the
+label itself."""
 
 def reference_text(track: str, label: str, kind: str = "phrases") -> str:
     """``label``'s reference text: its phrase ('phrases') or itself ('labels')."""

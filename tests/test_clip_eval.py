@@ -8,7 +8,8 @@ import pytest
 
 from ard_core.clip_eval import evaluate_clips, ranked_ap, score_clip, top_predictions
 from ard_core.detection import auroc, balanced_sample, clap_detection, feature_rng, llm_detection
-from ard_core.evaluation import clip_labels, label_phrase, reference_text, references
+from ard_core.datasets.labels import label_phrase
+from ard_core.evaluation import clip_labels, reference_text, references
 from ard_core.spread import best_mean_statistic, bootstrap
 
 
@@ -120,7 +121,7 @@ def test_bootstrap_table3_statistic():
 
 def test_label_phrases_and_references():
     assert label_phrase("gender", "male") == "a man speaking"
-    assert label_phrase("language", "German") == "speech in German"
+    assert label_phrase("language", "German") == "someone speaking German"
     assert label_phrase("emotion", "angry") == "an angry voice"
     assert label_phrase("animal", "dog") == "a dog barking"
     assert label_phrase("sound_event", "siren") == "a siren wailing"
@@ -179,5 +180,5 @@ def test_references_are_label_phrases_not_captions():
 
     clips = [ClipRow("a", "mini", "test", "a.wav", 1.0, {"gender": "male", "language": "German"}, "whatever caption"),
              ClipRow("b", "mini", "train", "b.wav", 1.0, {"animal": "dog"}, "dogs barking loudly")]
-    assert [r.text for r in references(clips)] == ["a dog barking", "a man speaking", "speech in German"]
+    assert [r.text for r in references(clips)] == ["a dog barking", "a man speaking", "someone speaking German"]
     assert [r.text for r in references(clips, "labels", ["test"])] == ["male", "German"]

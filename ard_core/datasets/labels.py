@@ -4,7 +4,7 @@ Evaluation matches feature names against a clip's labels through CLAP text embed
 so a label needs a phrase, not a bare class name ("male" says nothing about sound; "a man
 speaking" does). For the mini corpus's labels the phrase is written here, once; for the
 labels of real datasets (FSD50K class names, IEMOCAP emotions, ...) it is the label text
-itself, made readable (``Dog_and_bark`` -> "dog and bark"), as the paper does with FSD50K.
+itself, made readable (``Dog_and_bark`` -> "Dog and bark"), as the paper does with FSD50K.
 """
 
 from __future__ import annotations
@@ -32,4 +32,4 @@ def label_phrase(track: str, label: str) -> str:
     phrase = LABEL_PHRASES.get(track, {}).get(label)
     if phrase is not None:
         return phrase
-    return " ".join(label.replace("_", " ").split()).lower() if label.strip() else label
+    return " ".join(label.replace("_", " ").split())

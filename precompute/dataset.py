@@ -32,6 +32,7 @@ from ard_core.datasets import TRACKS, ClipRecord, manifest_hash, save_manifest
 from ard_core.datasets.corpus import CorpusMismatch, verify_corpus
 from ard_core.datasets.loaders import LOADERS
 from ard_core.durable import write_text
+from precompute.cli import add_config_argument, load_config
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,13 @@ def summarize(records: list[ClipRecord]) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="run config (TOML)")
+    add_config_argument(parser)
     parser.add_argument("--decode", action="store_true",
                         help="when verifying, decode every clip fully instead of reading headers")
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = RunConfig.load(args.config)
+    cfg = load_config(args)
     dcfg = cfg.section("dataset", DatasetConfig)
     out = cfg.run.out_dir / "dataset"
     if dcfg.kind == "mini":

@@ -31,7 +31,7 @@ from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.durable import write_text
 from ard_core.evaluation import EmbedFn, Reference, cosine_matrix, match_concepts, references
 from precompute import handover
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import EvaluateConfig, ScoreConfig
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     out = evaluate(run, run.section("evaluate", EvaluateConfig))
     print((out / "README.md").read_text())
     return 0

@@ -32,7 +32,7 @@ from ard_core.durable import crash_point
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.store import ActivationStore, ActivationWriter, StoreMeta
 from precompute import handover
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import ExtractConfig
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     cfg = run.section("extract", ExtractConfig)
     if args.max_clips is not None:
         cfg.max_clips = args.max_clips

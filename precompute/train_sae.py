@@ -26,7 +26,7 @@ from ard_core.sae.checkpoint import finished_run, remove_checkpoint
 from ard_core.sae.data import Dist
 from ard_core.sae.train import SaeSection, TrainResult, train_sae
 from ard_core.store import ActivationStore
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _row(sae_id: str, model: str, layer: int, expansion: int, res: TrainResult) 
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     section = run.section("sae", SaeSection)
     threads = torch.get_num_threads()
     if section.threads is not None:

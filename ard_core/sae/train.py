@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ard_core.config import ConfigError, to_dict
+from ard_core.datasets.manifest import SPLITS
 from ard_core.durable import crash_point
 from ard_core.sae.checkpoint import (
     checkpoint_path,
@@ -101,6 +102,13 @@ class SaeSection:
     """bf16 autocast on CUDA (CPU always trains in fp32)."""
     threads: int | None = None
     """CPU threads for torch while training; None keeps torch's default (all cores)."""
+    source: str = "store"
+    """'store': train on the activation store extract wrote; 'stream': the model's forward passes feed
+    every SAE of the grid at once through a shuffling buffer, nothing stored (ard_core/sae/stream.py)."""
+    stream_splits: list[str] = field(default_factory=lambda: ["train"])
+    """source = 'stream': manifest splits whose clips feed the SAEs."""
+    stream_batch_clips: int = 8
+    """source = 'stream': clips per forward pass of the model."""
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -132,6 +140,13 @@ class SaeSection:
             raise bad("threads", "must be >= 1, or left out for torch's default")
         if self.in_memory_max_gb < 0:
             raise bad("in_memory_max_gb", "must be >= 0 (0 always streams)")
+        if self.source not in ("store", "stream"):
+            raise bad("source", "use 'store' (the activation store, the default) or 'stream' (the model's "
+                                "forward passes, no store)")
+        if not self.stream_splits or any(s not in SPLITS for s in self.stream_splits):
+            raise bad("stream_splits", f"list manifest splits from {list(SPLITS)}")
+        if self.stream_batch_clips < 1:
+            raise bad("stream_batch_clips", "must be a positive integer")
 
     def dead_threshold(self, n_tokens: int) -> int:
         return max(1, min(self.dead_tokens, int(self.dead_data_frac * n_tokens)))

@@ -189,12 +189,20 @@ def recommendation(plan: Plan, sae: SaeSection) -> str:
             f"--set sae.source=stream on [sae].stream_splits {sae.stream_splits} ({stream.data.n:,} clips)")
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def format_plan(plan: Plan, run: RunConfig) -> str:
     s, t = plan.shape, plan.throughput
     sae = run.section("sae", SaeSection)
     lines = [
         f"model   {s.name}: {s.params:,} parameters ({s.params * 2 / GIB:.2f} GiB in bf16), {s.n_layers} decoder "
-        f"layers of width {s.d_model}; config {s.config_dir}",
+        f"layers of width {s.d_model}; config {_shown(s.config_dir)}",
         f"        audio window {s.window_s:g} s -> at most {s.max_audio_tokens} audio tokens per clip "
         f"(25 per second); audio token id {s.audio_token_id}",
         f"clips   {plan.stored.n:,} ({plan.stored.source}), {plan.stored.audio_tokens:,} audio tokens per layer "

@@ -116,22 +116,36 @@ def train_all(run: RunConfig, section: SaeSection, only: list[str] | None = None
     if not jobs and only:
         raise ConfigError(f"--only {only} matched none of the SAE ids of [sae] (model {model!r}, layers "
                           f"{section.layers}, expansions {section.expansions})")
-    rows = {j.sae_id: _finished_row(j, section, model, store.d_model, d) for j in jobs}
-    todo = [j for j in jobs if rows[j.sae_id] is None]
-    if section.source == "stream" and todo:
-        results = _train_streamed(run, section, todo, model, device, progress)
-    else:
-        results = [train_sae(section, store, j.layer, j.expansion, j.sae_dir, model_name=model, device=device,
-                             seed=run.run.seed, progress=progress) for j in todo]
-    for job, res in zip(todo, results):
-        rows[job.sae_id] = _row(job.sae_id, model, job.layer, job.expansion, res)
+    rows: dict[str, SaeRow] = {}
+
+    def register(job: Job, row: SaeRow) -> None:  # as each SAE is ready: a kill keeps the rows of those done
+        rows[job.sae_id] = row
         if d.main:
-            log.info("%s: FVU %.4f  L0 %.1f  dead %.3f  %.0f tokens/s (%s path)", job.sae_id, res.metrics.fvu,
-                     res.metrics.l0, res.metrics.dead_frac, res.tokens_per_s, res.impl)
-    if d.main:
-        with Catalog.open(run.run.catalog_path) as cat:
-            cat.upsert([rows[j.sae_id] for j in jobs])
+            with Catalog.open(run.run.catalog_path) as cat:
+                cat.upsert_sae(row)
+
+    todo = []
+    for job in jobs:
+        row = _finished_row(job, section, model, store.d_model, d)
+        if row is not None:
+            register(job, row)
+        elif section.source == "stream":
+            todo.append(job)  # trained together below, on one stream of forward passes
+        else:
+            register(job, _trained(job, model, train_sae(section, store, job.layer, job.expansion, job.sae_dir,
+                                                         model_name=model, device=device, seed=run.run.seed,
+                                                         progress=progress)))
+    if todo:
+        for job, res in zip(todo, _train_streamed(run, section, todo, model, device, progress)):
+            register(job, _trained(job, model, res))
     return [rows[j.sae_id] for j in jobs]
+
+
+def _trained(job: Job, model: str, res: TrainResult) -> SaeRow:
+    if Dist.current().main:
+        log.info("%s: FVU %.4f  L0 %.1f  dead %.3f  %.0f tokens/s (%s path)", job.sae_id, res.metrics.fvu,
+                 res.metrics.l0, res.metrics.dead_frac, res.tokens_per_s, res.impl)
+    return _row(job.sae_id, model, job.layer, job.expansion, res)
 
 
 def _train_streamed(run: RunConfig, section: SaeSection, todo: list[Job], model: str, device: torch.device,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ard_core.config import RunConfig
-from ard_core.models.meta import ModelShape
+from ard_core.models.meta import ModelShape, meta_shape
 from ard_core.sae.train import SaeSection
 from precompute.configs import ExtractConfig, ScoreConfig
 
@@ -29,7 +29,8 @@ SAE_WORK_FACTOR = 5
 """Working memory of one SAE step, in (batch x d_sae) float32 matrices: gpu_smoke's peak at d_sae 32,768
 and batch 4,096 was 2.6 GiB above the weights, gradients and Adam state."""
 STREAM_FORWARD_GIB = 2.0
-"""GPU memory of a forward pass of 8 clips of 30 s beyond the weights (gpu_smoke: peak 17.65 GiB, weights 15.64)."""
+"""GPU memory of a 7B forward pass of 8 clips of 30 s beyond the weights (gpu_smoke: peak 17.65 GiB, weights
+15.64); scaled by d_model x layers for other models."""
 GB, GIB = 1e9, 2**30
 
 
@@ -55,6 +56,9 @@ class Throughput(NamedTuple):
         """The rates ``bench/gpu_smoke.py`` achieved, under the same FLOP formulas as the plan."""
         data = json.loads(Path(path).read_text())
         ex, tr = data["extract"], data["train_sae"]
+        measured = data["model"]["name"].removesuffix("-random")  # the model the smoke test ran, not the planned one
+        if shape.name != measured and shape.params != data["model"]["parameters"]:
+            shape = meta_shape(measured)
         fwd = ex["clips"] * forward_flops(shape, ex["tokens_per_clip"]) / ex["seconds"] / 1e12
         sae = 6 * tr["d_in"] * tr["d_sae"] * tr["tokens_per_s"] / 1e12
         return cls(fwd, sae, f"{data.get('gpu', '?')}, measured by bench/gpu_smoke.py ({Path(path).name})")
@@ -169,7 +173,7 @@ def estimate(shape: ModelShape, extract: ExtractConfig, sae: SaeSection, score: 
     # the model, every SAE's state at once, one step's working memory (SAEs step in turn), a forward batch;
     # the shuffle buffers live in host memory
     stream_gpu = (shape.params * 2 / GIB + sum(s.state_gib for s in saes) + max(s.work_gib for s in saes)
-                  + STREAM_FORWARD_GIB * sae.stream_batch_clips / 8)
+                  + STREAM_FORWARD_GIB * sae.stream_batch_clips / 8 * shape.d_model * shape.n_layers / (4096 * 32))
     plan.options.append(Option("stream", plan.store_gb, streamed, tokens / max(streamed.audio_tokens, 1), stream_gpu,
                                extract_hours + stream_fwd + sae_hours,
                                None if disk_gb is None else plan.store_gb <= disk_gb))

@@ -89,6 +89,9 @@ def test_throughput_is_the_smoke_tests_measurement(shape7b):
     assert tput.forward_tflops == pytest.approx(ex["clips"] * forward_flops(shape7b, 750) / ex["seconds"] / 1e12)
     assert smoke["generate"]["prompt_tokens"] - ex["tokens_per_clip"] == PROMPT_TOKENS
     assert "H200" in tput.source
+    # planning a small model, the rate is still the one measured on the 7B's FLOPs
+    tiny = shape7b._replace(name="tiny", params=1_000, audio_params=100, embed_params=100)
+    assert Throughput.from_smoke(DEFAULT_CALIBRATION, tiny) == tput
 
 
 @pytest.mark.parametrize("override, message", [

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from ard_core.models.base import AudioLLM
@@ -56,3 +57,21 @@ def run_and_capture(llm: AudioLLM, inputs: dict, layers: Sequence[int]) -> dict[
     with capture_layers(llm, layers) as captured:
         llm.model(**inputs, use_cache=False)
     return dict(captured)
+
+
+@torch.inference_mode()
+def clip_states(llm: AudioLLM, audios: Sequence[np.ndarray], prompt: str, layers: Sequence[int],
+                positions: str) -> list[dict[int, torch.Tensor]]:
+    """One forward pass over ``audios`` (each with ``prompt``); for each clip, ``{layer: (T, d)}``
+    the residual stream after each layer at the clip's kept positions, on the model's device.
+
+    ``positions``: 'audio' keeps the audio-token positions (the paper), 'all' every non-padding one.
+    The extract stage stores these; ``ard_core.sae.stream`` feeds them to SAEs without storing.
+    """
+    inputs = llm.prepare(list(audios), [prompt] * len(audios))
+    hidden = run_and_capture(llm, inputs, layers)
+    if positions == "audio":
+        mask = llm.audio_positions(inputs["input_ids"])
+    else:
+        mask = inputs["attention_mask"].bool()
+    return [{l: hidden[l][b, mask[b]] for l in layers} for b in range(len(audios))]

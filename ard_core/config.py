@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 from ard_core.durable import write_text
 
@@ -130,6 +131,58 @@ class RunSection:
         return self.out_dir / "catalog.duckdb"
 
 
+# A --set value that is not valid TOML is taken as a plain string when it looks like one
+# (runs/scratch, stream, http://host:8000/v1); anything else is a typo worth reporting.
+_BARE_STRING = re.compile(r"^[^\s\"'\[\]{}=,#]*$")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``'section.key=value'`` -> (['section', 'key'], value); the value in TOML syntax."""
+    key, sep, text = item.partition("=")
+    path = [k.strip() for k in key.split(".")]
+    if not sep or len(path) < 2 or not all(path):
+        raise ConfigError(f"--set {item!r}: write SECTION.KEY=VALUE, e.g. --set sae.steps=10 "
+                          "or --set run.out_dir='\"runs/scratch\"'")
+    try:
+        return path, tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        if _BARE_STRING.match(text.strip()):
+            return path, text.strip()
+        raise ConfigError(f"--set {item!r}: the value is not TOML ({exc}); quote strings, "
+                          "write lists as [1, 2] and tables as {{ a = 1 }}") from exc
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with every ``--set SECTION.KEY=VALUE`` applied, in order.
+
+    The section must be a table of the file (a typo must not add a table nobody reads); deeper
+    tables are created as needed. Arrays of tables are replaced whole, never indexed.
+    """
+    out = _deep_copy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        if path[0] not in out:
+            raise ConfigError(f"--set {item!r}: the config has no [{path[0]}] table "
+                              f"(it has {sorted(k for k, v in out.items() if isinstance(v, dict))})")
+        table = out
+        for depth, key in enumerate(path[:-1]):
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"--set {item!r}: {where} is not a table; set it whole, e.g. "
+                                  f"--set '{where}=[...]'")
+        table[path[-1]] = value
+    return out
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
 @dataclass
 class RunConfig:
     """A parsed run config: the common ``[run]`` table plus the raw other tables."""
@@ -137,9 +190,12 @@ class RunConfig:
     run: RunSection
     raw: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    overrides: tuple[str, ...] = ()
+    """The ``--set SECTION.KEY=VALUE`` items applied to the file's tables (already in ``raw``)."""
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> "RunConfig":
+        """Read the TOML file at ``path`` and apply ``overrides`` (``--set``) before any section is typed."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -147,12 +203,12 @@ class RunConfig:
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
-        return cls.from_raw(raw, path=path)
+        return cls.from_raw(apply_overrides(raw, overrides), path=path, overrides=tuple(overrides))
 
     @classmethod
-    def from_raw(cls, raw: dict[str, Any], path: Path | None = None) -> "RunConfig":
+    def from_raw(cls, raw: dict[str, Any], path: Path | None = None, overrides: tuple[str, ...] = ()) -> "RunConfig":
         run = from_dict(RunSection, dict(raw.get("run", {})), where="run")
-        return cls(run=run, raw=raw, path=path)
+        return cls(run=run, raw=raw, path=path, overrides=overrides)
 
     def section(self, name: str, cls: type[T]) -> T:
         """Typed view of table ``[name]``; missing table -> all defaults."""

@@ -15,6 +15,8 @@ import logging
 import sys
 from typing import NamedTuple
 
+from ard_core.config import RunConfig
+
 
 class Stage(NamedTuple):
     module: str
@@ -36,12 +38,23 @@ STAGES: dict[str, Stage] = {
     "steer": Stage("precompute.steer", "steer one clip by clamping SAE features and print both answers"),
     "run": Stage("precompute.run", "run every pipeline stage in order, resuming finished ones"),
     "report": Stage("precompute.report", "write the README's measured section from the run (tables, figures, commit)"),
+    "plan": Stage("precompute.plan", "check a config against the model's shapes and print the disk, memory and "
+                                     "GPU hours it will need, before any weights are loaded"),
 }
 
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:
-    """The ``--config`` option every stage takes."""
+    """The ``--config`` and ``--set`` options every stage takes."""
     p.add_argument("--config", required=True, help="run config TOML (e.g. configs/demo.toml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, in TOML syntax (repeatable), e.g. --set sae.steps=10 "
+                        "--set run.out_dir='\"runs/scratch\"'; applied before the sections are read and "
+                        "recorded in the saved config copies")
+
+
+def load_config(args: argparse.Namespace) -> RunConfig:
+    """The run config named by ``--config`` with the ``--set`` overrides applied."""
+    return RunConfig.load(args.config, overrides=getattr(args, "overrides", None) or ())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,16 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(STAGES[args.stage].module)
     from ard_core.catalog import CatalogError
-    from ard_core.config import ConfigError, RunConfig, apply_threads
+    from ard_core.config import ConfigError, apply_threads
+    from ard_core.datasets.manifest import ManifestError
+    from ard_core.datasets.metadata import DatasetFormatError
 
     try:
         if getattr(args, "config", None):
-            apply_threads(RunConfig.load(args.config).run.threads)
+            apply_threads(load_config(args).run.threads)
         return int(module.main(args) or 0)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except (CatalogError, OSError) as exc:  # missing model/catalog/store files: say which, no traceback
+    # missing model/catalog/store files, a dataset not in its publisher's layout: say which, no traceback
+    except (CatalogError, OSError, DatasetFormatError, ManifestError) as exc:
         if args.verbose:
             raise
         print(f"error in stage '{args.stage}': {exc} (run with -v for the traceback)", file=sys.stderr)

@@ -10,7 +10,10 @@ no root or espeak-ng is needed. Building the corpus is the asset factory's job
 kind = "sources": the real datasets listed as ``[[dataset.sources]]`` tables
 (``loader = "wavcaps" | "iemocap" | "fsd50k" | "sakura" | "audiobench" |
 "folder" | "manifest"`` plus that loader's arguments) are loaded and merged
-into one manifest in the run directory.
+into one manifest in the run directory. Any source may set ``id_prefix``, which is put
+before its clip ids (clip ids must be unique across sources). Audio that a source
+embeds in its metadata (AudioBench's parquet files) is written under
+``<out_dir>/dataset/audio/``.
 
 Either way the stage writes ``<out_dir>/dataset/manifest.csv`` and
 ``<out_dir>/dataset/summary.json`` (clips per track, label and split).
@@ -23,7 +26,7 @@ import inspect
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from ard_core.datasets import TRACKS, ClipRecord, manifest_hash, save_manifest
 from ard_core.datasets.corpus import CorpusMismatch, verify_corpus
 from ard_core.datasets.loaders import LOADERS
 from ard_core.durable import write_text
+from precompute.cli import add_config_argument, load_config
 
 log = logging.getLogger(__name__)
 
@@ -58,25 +62,45 @@ class DatasetConfig:
             name = src.get("loader")
             if name not in LOADERS:
                 raise ConfigError(f"{where}: loader {name!r}; use one of {sorted(LOADERS)}")
+            prefix = src.get("id_prefix", "x")
+            if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\ ,"):
+                raise ConfigError(f"{where}: id_prefix {prefix!r} must be a non-empty name without '/', spaces "
+                                  "or commas")
             try:
-                inspect.signature(LOADERS[name]).bind(**{k: v for k, v in src.items() if k != "loader"})
+                inspect.signature(LOADERS[name]).bind(**loader_kwargs(src))
             except TypeError as exc:
                 params = list(inspect.signature(LOADERS[name]).parameters)
                 raise ConfigError(f"{where} ({name}): {exc}; its arguments are {params}") from exc
 
 
-def load_sources(sources: list[dict[str, Any]]) -> list[ClipRecord]:
-    """Load and concatenate every [[dataset.sources]] entry; clip ids must stay unique."""
+def loader_kwargs(src: dict[str, Any]) -> dict[str, Any]:
+    """A source table's arguments for its loader (what the stage itself reads taken out)."""
+    return {k: v for k, v in src.items() if k not in ("loader", "id_prefix")}
+
+
+def load_sources(sources: list[dict[str, Any]], audio_dir: Path | None = None) -> list[ClipRecord]:
+    """Load and concatenate every [[dataset.sources]] entry; clip ids must stay unique.
+
+    ``audio_dir`` receives the audio of loaders that take ``extract_to`` (one folder per source)."""
     records: list[ClipRecord] = []
-    for src in sources:
-        kwargs = {k: v for k, v in src.items() if k != "loader"}
-        got = LOADERS[src["loader"]](**kwargs)
+    origin: dict[str, int] = {}
+    for i, src in enumerate(sources, start=1):
+        kwargs = loader_kwargs(src)
+        loader = LOADERS[src["loader"]]
+        if "extract_to" in inspect.signature(loader).parameters and "extract_to" not in kwargs and audio_dir:
+            kwargs["extract_to"] = audio_dir / f"source{i}-{src['loader']}"
+        got = loader(**kwargs)
+        if src.get("id_prefix"):
+            got = [replace(r, clip_id=f"{src['id_prefix']}-{r.clip_id}") for r in got]
         log.info("%s: %d clips", src["loader"], len(got))
+        for r in got:
+            if r.clip_id in origin:
+                first = origin[r.clip_id]
+                raise ConfigError(
+                    f"[[dataset.sources]] #{first} and #{i} ({src['loader']}) both give clip id {r.clip_id!r}; "
+                    f"add id_prefix = \"NAME\" to source #{i} (its ids become NAME-<id>), or drop the overlap")
+            origin[r.clip_id] = i
         records += got
-    dupes = [k for k, n in Counter(r.clip_id for r in records).items() if n > 1]
-    if dupes:
-        raise ConfigError(f"[[dataset.sources]] give duplicate clip ids (e.g. {dupes[:3]}); "
-                          "set a distinct 'dataset' name or drop the overlapping source")
     return records
 
 
@@ -98,13 +122,13 @@ def summarize(records: list[ClipRecord]) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="run config (TOML)")
+    add_config_argument(parser)
     parser.add_argument("--decode", action="store_true",
                         help="when verifying, decode every clip fully instead of reading headers")
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = RunConfig.load(args.config)
+    cfg = load_config(args)
     dcfg = cfg.section("dataset", DatasetConfig)
     out = cfg.run.out_dir / "dataset"
     if dcfg.kind == "mini":
@@ -115,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
             return 1
         log.info("verified %d clips of the corpus in %s", len(records), dcfg.corpus_dir)
     else:
-        records = load_sources(dcfg.sources)
+        records = load_sources(dcfg.sources, out / "audio")
     manifest = save_manifest(records, out / "manifest.csv")
     summary = summarize(records) | {"manifest_sha256": manifest_hash(records, out)}
     write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

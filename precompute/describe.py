@@ -32,7 +32,7 @@ from ard_core.evaluation import table1_sae
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.naming import CAPTION_PROMPT, Summarizer
 from precompute import handover
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import DescribeConfig, ScoreConfig
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     n = describe(run, run.section("model", ModelConfig), run.section("describe", DescribeConfig))
     print(f"named {n} concepts")
     return 0

@@ -43,7 +43,7 @@ from ard_core.evaluation import EmbedFn, TextEmbedder, clip_labels, reference_te
 from ard_core.sae import TopKSAE
 from ard_core.store import ActivationStore
 from precompute import handover
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import DescribeConfig, EvaluateConfig, ScoreConfig
 from precompute.evaluate_detect import detection_rows
 from precompute.evaluate_report import write_report
@@ -192,10 +192,10 @@ def main(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         from precompute.seeds import run_seeds
 
-        out = run_seeds(Path(args.config), args.seeds)
+        out = run_seeds(Path(args.config), args.seeds, getattr(args, "overrides", None) or ())
         print(out.read_text())
         return 0
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     out = evaluate(run, run.section("evaluate", EvaluateConfig))
     print((out / "README.md").read_text())
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ard_core.activations import run_and_capture
+from ard_core.activations import clip_states
 from ard_core.audio import AudioError, load_audio
 from ard_core.catalog import ActivationIndexRow, Catalog, ClipRow, ModelRow
 from ard_core.config import ConfigError, RunConfig, resolve_device, to_dict
@@ -32,7 +32,7 @@ from ard_core.durable import crash_point
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.store import ActivationStore, ActivationWriter, StoreMeta
 from precompute import handover
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import ExtractConfig
 
 log = logging.getLogger(__name__)
@@ -72,19 +72,9 @@ def keep_mask(acts: np.ndarray, factor: float) -> np.ndarray:
 def extract_batch(
     llm: AudioLLM, audios: Sequence[np.ndarray], prompt: str, layers: Sequence[int], positions: str
 ) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """For each clip: {layer: (acts (T, d) float32, positions (T,))}."""
-    inputs = llm.prepare(list(audios), [prompt] * len(audios))
-    hidden = run_and_capture(llm, inputs, layers)
-    if positions == "audio":
-        mask = llm.audio_positions(inputs["input_ids"])
-    else:
-        mask = inputs["attention_mask"].bool()
-    out = []
-    for b in range(len(audios)):
-        idx = mask[b].nonzero(as_tuple=True)[0]
-        pos = np.arange(len(idx), dtype=np.int32)  # index within the clip's kept span
-        out.append({l: (hidden[l][b, idx].float().cpu().numpy(), pos) for l in layers})
-    return out
+    """For each clip: {layer: (acts (T, d) float32, positions (T,))}, positions indexing the clip's kept span."""
+    return [{l: (acts.float().cpu().numpy(), np.arange(len(acts), dtype=np.int32)) for l, acts in states.items()}
+            for states in clip_states(llm, audios, prompt, layers, positions)]
 
 
 def extract_clips(llm: AudioLLM, records: Sequence[ClipRecord], prompt: str, cfg: ExtractConfig,
@@ -179,7 +169,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     cfg = run.section("extract", ExtractConfig)
     if args.max_clips is not None:
         cfg.max_clips = args.max_clips

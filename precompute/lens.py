@@ -41,7 +41,7 @@ from ard_core.lens import (
 from ard_core.models import AudioLLM, ModelConfig
 from ard_core.prompts import attribute_prompt, candidate_labels, label_token_ids, p3_options
 from precompute import handover
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import LensConfig
 from precompute.lens_report import write_report
 
@@ -208,7 +208,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     out = lens(run, run.section("model", ModelConfig), run.section("lens", LensConfig))
     print(f"lens results: {out / 'README.md'}")
     return 0

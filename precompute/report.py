@@ -25,7 +25,7 @@ from ard_core.catalog import Catalog, EvaluationRow, SaeRow
 from ard_core.config import ConfigError, RunConfig
 from ard_core.durable import write_text
 from precompute import handover
-from precompute.cli import STAGES, add_config_argument
+from precompute.cli import STAGES, add_config_argument, load_config
 from precompute.configs import EvaluateConfig, ScoreConfig, SteerEvalConfig
 from precompute.lens_report import enrichment_table, table2
 from precompute.markdown import gaps_md, reference_check_md, steering_md, table1_md, table4_md
@@ -167,7 +167,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     body = render(run, Path(args.config), args.figures, args.readme)
     write_readme(args.readme, body)
     print(body)

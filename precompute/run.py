@@ -1,10 +1,11 @@
 """Stage ``run``: every pipeline stage in order, resumable stage by stage.
 
 A stage that finishes writes ``OUT_DIR/stages/NAME.time.json`` (its wall time, for
-``report``) and then ``OUT_DIR/stages/NAME.done`` holding the hash of the config file; the
-next ``run`` with the same config skips it (``--force`` redoes everything, ``--from STAGE``
-redoes from STAGE on). Inside a stage, resumption is the stage's own business (extraction
-skips finished shards, SAE training resumes from its checkpoint, ...).
+``report``) and then ``OUT_DIR/stages/NAME.done`` holding the hash of the config file and
+its ``--set`` overrides; the next ``run`` with the same config and overrides skips it
+(``--force`` redoes everything, ``--from STAGE`` redoes from STAGE on). Inside a stage,
+resumption is the stage's own business (extraction skips finished shards, SAE training
+resumes from its checkpoint, ...).
 
 Crash safety: after ``kill -9`` at any instant, ``run`` again ends with the catalog and
 files an uninterrupted run makes. Stages write files atomically (``ard_core.durable``) and
@@ -23,6 +24,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Sequence
 
 from ard_core import durable
 from ard_core.config import RunConfig
@@ -36,8 +38,12 @@ log = logging.getLogger(__name__)
 PIPELINE = ["dataset", "extract", "train-sae", "score", "describe", "evaluate", "lens", "steer-eval"]
 
 
-def config_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+def config_hash(path: Path, overrides: Sequence[str] = ()) -> str:
+    """Hash of the config file's bytes and the ``--set`` overrides: changing either reruns the stages."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    for item in overrides:
+        h.update(b"\0--set\0" + item.encode())
+    return h.hexdigest()[:16]
 
 
 def marker(run: RunConfig, stage: str) -> Path:
@@ -59,18 +65,20 @@ def invalidate_from(run: RunConfig, stage: str) -> None:
         durable.fsync_dir(marker(run, stage).parent)
 
 
-def run_stage(stage: str, config: Path) -> int:
-    """Run one stage exactly as ``python -m precompute STAGE --config CONFIG`` would."""
+def run_stage(stage: str, config: Path, overrides: Sequence[str] = ()) -> int:
+    """Run one stage exactly as ``python -m precompute STAGE --config CONFIG [--set ...]`` would."""
     module = importlib.import_module(STAGES[stage].module)
     parser = argparse.ArgumentParser(prog=f"precompute {stage}")
     module.add_arguments(parser)
-    return int(module.main(parser.parse_args(["--config", str(config)])) or 0)
+    argv = ["--config", str(config)] + [a for item in overrides for a in ("--set", item)]
+    return int(module.main(parser.parse_args(argv)) or 0)
 
 
-def run_all(config: Path, force: bool = False, start: str | None = None) -> list[tuple[str, str]]:
+def run_all(config: Path, force: bool = False, start: str | None = None,
+            overrides: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Returns (stage, outcome) pairs; outcome in {done, skipped, failed}."""
-    run = RunConfig.load(config)
-    digest = config_hash(config)
+    run = RunConfig.load(config, overrides)
+    digest = config_hash(config, overrides)
     outcomes: list[tuple[str, str]] = []
     redo = force
     for stage in PIPELINE:
@@ -78,7 +86,7 @@ def run_all(config: Path, force: bool = False, start: str | None = None) -> list
             redo = True
         done = marker(run, stage)
         if not redo and done.is_file() and done.read_text().strip() == digest:
-            print(f"[run] {stage}: already complete for this config; skipped (use --force or --from {stage})")
+            print(f"[run] {stage}: already complete for this config and --set overrides; skipped (use --force or --from {stage})")
             outcomes.append((stage, "skipped"))
             continue
         print(f"[run] {stage}: starting")
@@ -87,7 +95,7 @@ def run_all(config: Path, force: bool = False, start: str | None = None) -> list
         with durable.stage(stage):
             durable.crash_point("start")
             try:
-                rc = run_stage(stage, config)
+                rc = run_stage(stage, config, overrides)
             except Exception as exc:  # report which stage broke; the CLI prints the message cleanly
                 print(f"[run] {stage}: failed: {type(exc).__name__}: {exc}")
                 raise
@@ -113,6 +121,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    outcomes = run_all(Path(args.config), force=args.force, start=args.start)
+    outcomes = run_all(Path(args.config), force=args.force, start=args.start, overrides=args.overrides)
     print("[run] summary: " + ", ".join(f"{s}={o}" for s, o in outcomes))
     return 1 if any(o == "failed" for _, o in outcomes) else 0

@@ -47,7 +47,7 @@ from ard_core.retrieval import (RepresentativeSelector, Selection, low_coverage_
 from ard_core.sae import TopKSAE
 from ard_core.store import ActivationStore
 from precompute import handover
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import ScoreConfig
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     res = score(run, run.section("score", ScoreConfig))
     print(f"scored {len(res.saes)} SAE(s) on {res.n_clips} probing clips: {', '.join(res.saes)}; "
           f"{res.n_embedded} clip embeddings cached")

@@ -120,11 +120,12 @@ def write_seeds_report(path: Path, rows: Sequence[EvaluationRow], seeds: Sequenc
     return durable.write_text(path, "\n".join(lines))
 
 
-def run_seeds(config: Path, n: int) -> Path:
-    """Retrain and evaluate with ``n`` seeds; returns the Markdown report."""
+def run_seeds(config: Path, n: int, overrides: Sequence[str] = ()) -> Path:
+    """Retrain and evaluate with ``n`` seeds; returns the Markdown report. The ``--set`` overrides are
+    part of each seed's written config."""
     if n < 1:
         raise ConfigError(f"--seeds {n}: give the number of seeds, >= 1 (e.g. --seeds 3)")
-    run = RunConfig.load(config)
+    run = RunConfig.load(config, overrides)
     seeds = [run.run.seed + k for k in range(1, n + 1)]
     per_seed = []
     for s in seeds:

@@ -14,11 +14,11 @@ import argparse
 
 from ard_core.audio import load_audio
 from ard_core.catalog import Catalog
-from ard_core.config import ConfigError, RunConfig, resolve_device
+from ard_core.config import ConfigError, resolve_device
 from ard_core.models import ModelConfig
 from ard_core.prompts import CAPTION_QUESTION, TRACK_PROMPTS, attribute_prompt, p3_options
 from ard_core.steering import POSITION_KINDS, specs_for_features, steer
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 
 
 def track_labels(cat: Catalog, track: str) -> list[str]:
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not args.feature or len(args.feature) != len(args.value):
         raise ConfigError(f"give one --value per --feature (got {len(args.feature)} features, {len(args.value)} values)")
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     device = resolve_device(run.run.device)
     llm = run.section("model", ModelConfig).load(device)
     labels = None

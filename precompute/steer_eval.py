@@ -45,7 +45,7 @@ from ard_core.spread import table3_spread
 from ard_core.steering import SteerSpec, steering
 from ard_core.store import ActivationStore
 from precompute import handover
-from precompute.cli import add_config_argument
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import DescribeConfig, EvaluateConfig, ScoreConfig, SteerEvalConfig
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     out = steer_eval(run, run.section("model", ModelConfig), run.section("steer_eval", SteerEvalConfig))
     print((out / "README.md").read_text())
     return 0

@@ -1,6 +1,8 @@
 """Stage ``train-sae``: a TopK SAE for every (layer, expansion) of the ``[sae]`` table.
 
-Reads the activation store at ``OUT_DIR/activations``, writes
+``[sae].source = "store"`` (the default) trains each SAE in turn on the activation store at
+``OUT_DIR/activations``; ``"stream"`` trains them all at once on the model's forward passes over
+the manifest's ``[sae].stream_splits`` clips (:mod:`ard_core.sae.stream`), storing nothing. Writes
 ``OUT_DIR/saes/SAE_ID/{cfg.json, sae.safetensors, train.json, train_log.jsonl}``
 and registers each SAE (FVU, L0, dead fraction) in the catalog's ``saes`` table.
 Finished SAEs are skipped (re-registered only); an interrupted one resumes from its
@@ -16,6 +18,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -24,15 +27,24 @@ from ard_core.catalog import Catalog, SaeRow, sae_id_for
 from ard_core.config import ConfigError, RunConfig, resolve_device, to_dict
 from ard_core.sae.checkpoint import finished_run, remove_checkpoint
 from ard_core.sae.data import Dist
+from ard_core.datasets import load_manifest
+from ard_core.models import ModelConfig
+from ard_core.sae.stream import ActivationStream, StreamSpec, train_stream
 from ard_core.sae.train import SaeSection, TrainResult, train_sae
 from ard_core.store import ActivationStore
-from precompute.cli import add_config_argument
+from precompute import handover
+from precompute.cli import add_config_argument, load_config
+from precompute.configs import ExtractConfig
 
 log = logging.getLogger(__name__)
 
 # Settings whose change makes a finished SAE stale (retrained); the rest only affect speed or logging.
 RESULT_KEYS = ("k", "batch_size", "steps", "lr", "warmup_steps", "lr_decay_frac", "auxk_alpha", "dead_tokens",
-               "dead_data_frac", "b_dec_init", "init_sample_tokens")
+               "dead_data_frac", "b_dec_init", "init_sample_tokens", "source")
+STREAM_KEYS = ("stream_splits", "buffer_tokens", "stream_batch_clips")
+"""Settings that decide a streamed SAE's data (and only a streamed one's)."""
+ADDED_LATER = {"source": "store"}
+"""Keys a train.json written before they existed lacks, with the value such a run had."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +69,36 @@ def _init_distributed(device: str) -> torch.device:
 def is_stale(done: dict, section: SaeSection) -> list[str]:
     """Keys of RESULT_KEYS whose value differs between a finished run and the config."""
     old, new = done.get("section", {}), to_dict(section)
-    return [k for k in RESULT_KEYS if old.get(k) != new.get(k)]
+    keys = RESULT_KEYS + (STREAM_KEYS if section.source == "stream" else ())
+    return [k for k in keys if old.get(k, ADDED_LATER.get(k)) != new.get(k)]
+
+
+class Job(NamedTuple):
+    sae_id: str
+    layer: int
+    expansion: int
+    sae_dir: Path
+
+
+def _finished_row(job: Job, section: SaeSection, model: str, d_model: int, d: Dist) -> SaeRow | None:
+    """The catalog row of an SAE finished with the current settings, or None when it must (re)train."""
+    done = finished_run(job.sae_dir)
+    stale = is_stale(done, section) if done else []
+    if done and not stale:
+        log.info("%s: finished earlier (FVU %.4f), skipped", job.sae_id, done["metrics"]["fvu"])
+        if d.main:
+            remove_checkpoint(job.sae_dir)  # left by a run killed between train.json and its cleanup
+        m = done["metrics"]
+        return SaeRow(job.sae_id, model, job.layer, job.expansion, section.k, d_model, job.expansion * d_model,
+                      str(job.sae_dir), float(m["fvu"]), float(m["dead_frac"]), float(m["l0"]))
+    if stale:
+        log.warning("%s: [sae] %s changed since it was trained; retraining", job.sae_id, ", ".join(stale))
+        if d.main:  # a leftover checkpoint is of the old settings too
+            (job.sae_dir / "train.json").unlink(missing_ok=True)
+            remove_checkpoint(job.sae_dir)
+        if d.world > 1:
+            dist.barrier()
+    return None
 
 
 def train_all(run: RunConfig, section: SaeSection, only: list[str] | None = None, progress: bool = True) -> list[SaeRow]:
@@ -69,44 +110,65 @@ def train_all(run: RunConfig, section: SaeSection, only: list[str] | None = None
         raise ConfigError(f"[sae].layers has {missing}, not in the activation store (layers {store.layers}); "
                           "add them to [extract].layers and re-run extract, or drop them")
     model = store.meta.model
-    rows: list[SaeRow] = []
-    for layer in section.layers:
-        for expansion in section.expansions:
-            sae_id = sae_id_for(model, layer, expansion)
-            if only and sae_id not in only:
-                continue
-            sae_dir = run.run.out_dir / "saes" / sae_id
-            done = finished_run(sae_dir)
-            stale = is_stale(done, section) if done else []
-            if done and not stale:
-                log.info("%s: finished earlier (FVU %.4f), skipped", sae_id, done["metrics"]["fvu"])
-                if d.main:
-                    remove_checkpoint(sae_dir)  # left by a run killed between train.json and its cleanup
-                m = done["metrics"]
-                row = SaeRow(sae_id, model, layer, expansion, section.k, store.d_model, expansion * store.d_model,
-                             str(sae_dir), float(m["fvu"]), float(m["dead_frac"]), float(m["l0"]))
-            else:
-                if stale:
-                    log.warning("%s: [sae] %s changed since it was trained; retraining", sae_id, ", ".join(stale))
-                    if d.main:  # a leftover checkpoint is of the old settings too
-                        (sae_dir / "train.json").unlink(missing_ok=True)
-                        remove_checkpoint(sae_dir)
-                    if d.world > 1:
-                        dist.barrier()
-                res = train_sae(section, store, layer, expansion, sae_dir, model_name=model, device=device,
-                                seed=run.run.seed, progress=progress)
-                row = _row(sae_id, model, layer, expansion, res)
-                if d.main:
-                    log.info("%s: FVU %.4f  L0 %.1f  dead %.3f  %.0f tokens/s (%s path)", sae_id, res.metrics.fvu,
-                             res.metrics.l0, res.metrics.dead_frac, res.tokens_per_s, res.impl)
-            if d.main:
-                with Catalog.open(run.run.catalog_path) as cat:
-                    cat.upsert_sae(row)
-            rows.append(row)
-    if not rows and only:
+    jobs = [Job(sae_id_for(model, layer, e), layer, e, run.run.out_dir / "saes" / sae_id_for(model, layer, e))
+            for layer in section.layers for e in section.expansions]
+    jobs = [j for j in jobs if not only or j.sae_id in only]
+    if not jobs and only:
         raise ConfigError(f"--only {only} matched none of the SAE ids of [sae] (model {model!r}, layers "
                           f"{section.layers}, expansions {section.expansions})")
-    return rows
+    rows: dict[str, SaeRow] = {}
+
+    def register(job: Job, row: SaeRow) -> None:  # as each SAE is ready: a kill keeps the rows of those done
+        rows[job.sae_id] = row
+        if d.main:
+            with Catalog.open(run.run.catalog_path) as cat:
+                cat.upsert_sae(row)
+
+    todo = []
+    for job in jobs:
+        row = _finished_row(job, section, model, store.d_model, d)
+        if row is not None:
+            register(job, row)
+        elif section.source == "stream":
+            todo.append(job)  # trained together below, on one stream of forward passes
+        else:
+            register(job, _trained(job, model, train_sae(section, store, job.layer, job.expansion, job.sae_dir,
+                                                         model_name=model, device=device, seed=run.run.seed,
+                                                         progress=progress)))
+    if todo:
+        for job, res in zip(todo, _train_streamed(run, section, todo, model, device, progress)):
+            register(job, _trained(job, model, res))
+    return [rows[j.sae_id] for j in jobs]
+
+
+def _trained(job: Job, model: str, res: TrainResult) -> SaeRow:
+    if Dist.current().main:
+        log.info("%s: FVU %.4f  L0 %.1f  dead %.3f  %.0f tokens/s (%s path)", job.sae_id, res.metrics.fvu,
+                 res.metrics.l0, res.metrics.dead_frac, res.tokens_per_s, res.impl)
+    return _row(job.sae_id, model, job.layer, job.expansion, res)
+
+
+def _train_streamed(run: RunConfig, section: SaeSection, todo: list[Job], model: str, device: torch.device,
+                    progress: bool) -> list[TrainResult]:
+    """Every pending SAE at once on the model's forward passes over [sae].stream_splits, with the extract
+    stage's prompt and positions (its saved config copy), so they see the tokens score reads from the store."""
+    ext = handover.load(run, ExtractConfig)
+    if ext.drop_sinks:
+        raise ConfigError("[sae].source = 'stream' needs [extract].drop_sinks = false: dropped sink tokens "
+                          "differ by layer, and the stream feeds every layer from the same positions")
+    records = [r for r in load_manifest(handover.manifest(run)) if r.split in section.stream_splits]
+    llm = run.section("model", ModelConfig).load(str(device))
+    if llm.name != model:
+        raise ConfigError(f"[model] loads {llm.name!r}, but the activation store was extracted from {model!r}; "
+                          "run extract again or point [model] at the same checkpoint")
+    spec = StreamSpec(llm.build_prompt(ext.prompt), ext.positions, sorted({j.layer for j in todo}))
+    stream = ActivationStream(llm, records, spec, section.batch_size, section.buffer_tokens,
+                              section.stream_batch_clips, run.run.seed, device,
+                              run.run.out_dir / "saes" / "stream.json")
+    log.info("streaming %d clips of splits %s through %s into %d SAEs", len(records), section.stream_splits,
+             llm.name, len(todo))
+    return train_stream(section, stream, [(j.layer, j.expansion, j.sae_dir) for j in todo], model_name=model,
+                        device=device, seed=run.run.seed, progress=progress)
 
 
 def _row(sae_id: str, model: str, layer: int, expansion: int, res: TrainResult) -> SaeRow:
@@ -116,7 +178,7 @@ def _row(sae_id: str, model: str, layer: int, expansion: int, res: TrainResult) 
 
 
 def main(args: argparse.Namespace) -> int:
-    run = RunConfig.load(args.config)
+    run = load_config(args)
     section = run.section("sae", SaeSection)
     threads = torch.get_num_threads()
     if section.threads is not None:

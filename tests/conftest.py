@@ -13,19 +13,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def build_tiny_qwen2_audio(folder: Path, n_layers: int = 4, d_model: int = 32, seed: int = 0) -> Path:
+def build_tiny_qwen2_audio(folder: Path, n_layers: int = 4, d_model: int = 32, seed: int = 0,
+                           chunk_length_s: int = 2, max_positions: int = 512) -> Path:
     """Save a random tiny Qwen2-Audio (model + processor) to ``folder``: the shipped model's recipe
     (:mod:`forge.tiny_audiollm.recipe`) at test size, with a tokenizer trained on the prompts of
-    the speech tracks so that every speech label is one token."""
+    the speech tracks so that every speech label is one token. ``chunk_length_s`` = 30 gives the
+    real model's audio window (750 audio tokens)."""
     from ard_core.datasets import LABEL_VOCAB
     from forge.tiny_audiollm.recipe import (
         TinyArch, build_config, build_model, build_processor, check_single_token_labels, save_tiny, tokenizer_texts,
         train_tokenizer,
     )
 
-    arch = TinyArch(vocab_size=512, chunk_length_s=2, audio_d_model=d_model, audio_layers=1, audio_heads=2,
-                    audio_ffn=2 * d_model, text_hidden=d_model, text_layers=n_layers, text_heads=4,
-                    text_kv_heads=2, text_ffn=2 * d_model)
+    arch = TinyArch(vocab_size=512, chunk_length_s=chunk_length_s, audio_d_model=d_model, audio_layers=1,
+                    audio_heads=2, audio_ffn=2 * d_model, text_hidden=d_model, text_layers=n_layers, text_heads=4,
+                    text_kv_heads=2, text_ffn=2 * d_model, max_positions=max_positions)
     captions = ["a dog barking", "a man speaking English", "a woman speaking German in a sad voice"]
     tokenizer = train_tokenizer(tokenizer_texts(LABEL_VOCAB, captions, label_repeats=20), arch.vocab_size)
     check_single_token_labels(tokenizer, LABEL_VOCAB)

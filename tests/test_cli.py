@@ -15,11 +15,11 @@ from precompute.run import PIPELINE
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_help_lists_the_pipeline_stages_and_the_tools_only():
+def test_help_lists_the_pipeline_stages_and_the_tools():
     out = subprocess.run([sys.executable, "-m", "precompute", "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     listed = re.findall(r"^    (\S+)", out.stdout, flags=re.M)  # one "    NAME  help" line per stage
-    assert listed == [*PIPELINE, "steer", "run", "report"]
+    assert listed == [*PIPELINE, "steer", "run", "report", "plan"]
     assert set(STAGES) == set(listed)
     assert "train-tiny" not in out.stdout and "not built" not in out.stdout
 
@@ -67,3 +67,31 @@ def test_the_import_check_sees_imports_inside_functions(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from precompute import score\n    import precompute.describe as d\n")
     assert {"precompute.score", "precompute.describe"} <= _imported_modules(src)
+
+
+def test_run_reruns_a_stage_when_an_override_changes_and_saves_the_overridden_value(tmp_path, monkeypatch, capsys):
+    import json
+
+    import precompute.run as run_module
+    from ard_core.datasets import load_manifest
+    from conftest import gender_tone_manifest
+
+    small, large = gender_tone_manifest(tmp_path, "small.csv", n=6), gender_tone_manifest(tmp_path, "large.csv", n=9)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[run]\nout_dir = "{tmp_path / "run"}"\n[dataset]\nkind = "sources"\n'
+                   f'sources = [{{ loader = "manifest", path = "{small}" }}]\n')
+    monkeypatch.setattr(run_module, "PIPELINE", ["dataset"])
+    override = f'dataset.sources=[{{ loader = "manifest", path = "{large}" }}]'
+    manifest = tmp_path / "run" / "dataset" / "manifest.csv"
+
+    assert main(["run", "--config", str(cfg)]) == 0 and len(load_manifest(manifest)) == 6
+    assert main(["run", "--config", str(cfg)]) == 0
+    assert "dataset: already complete" in capsys.readouterr().out
+    assert main(["run", "--config", str(cfg), "--set", override]) == 0
+    assert "dataset: starting" in capsys.readouterr().out and len(load_manifest(manifest)) == 9
+    saved = json.loads((tmp_path / "run" / "dataset" / "cfg.json").read_text())
+    assert saved["sources"] == [{"loader": "manifest", "path": str(large)}]
+    assert main(["run", "--config", str(cfg), "--set", override]) == 0
+    assert "dataset: already complete" in capsys.readouterr().out
+    assert main(["run", "--config", str(cfg)]) == 0  # dropping the override is a change too
+    assert "dataset: starting" in capsys.readouterr().out and len(load_manifest(manifest)) == 6

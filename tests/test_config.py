@@ -90,3 +90,60 @@ def test_nested_tables_build_nested_dataclasses():
     assert run.section("o", Outer).inner == Section(a=5, b=0.5)
     with pytest.raises(ConfigError, match=r"\[o.inner\] has unknown key"):
         RunConfig.from_raw({"o": {"inner": {"zz": 1}}}).section("o", Outer)
+
+
+# ---------------------------------------------------------------- --set overrides
+
+
+@pytest.mark.parametrize("item, path, value", [
+    ("sae.steps=10", ["sae", "steps"], 10),
+    ("sae.lr=1e-4", ["sae", "lr"], 1e-4),
+    ('run.out_dir="runs/scratch"', ["run", "out_dir"], "runs/scratch"),
+    ("run.out_dir=runs/scratch", ["run", "out_dir"], "runs/scratch"),  # the shell ate the quotes
+    ("sae.source=stream", ["sae", "source"], "stream"),
+    ("describe.summarizer.base_url=http://127.0.0.1:8000/v1", ["describe", "summarizer", "base_url"],
+     "http://127.0.0.1:8000/v1"),
+    ("sae.layers=[1, 2]", ["sae", "layers"], [1, 2]),
+    ("sae.bf16=false", ["sae", "bf16"], False),
+    ('dataset.sources=[{loader = "manifest", path = "m.csv"}]', ["dataset", "sources"],
+     [{"loader": "manifest", "path": "m.csv"}]),
+])
+def test_override_values_are_toml(item, path, value):
+    from ard_core.config import parse_override
+
+    assert parse_override(item) == (path, value)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("steps=10", "SECTION.KEY=VALUE"),
+    ("sae.steps", "SECTION.KEY=VALUE"),
+    ("sae.layers=[1, 2", "not TOML"),
+    ("sea.steps=10", r"no \[sea\] table"),
+    ("dataset.sources.loader=folder", "dataset.sources is not a table"),
+])
+def test_bad_overrides_say_how_to_write_them(item, message):
+    from ard_core.config import apply_overrides
+
+    raw = {"sae": {"steps": 100}, "dataset": {"sources": [{"loader": "manifest"}]}}
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(raw, [item])
+
+
+def test_overrides_apply_before_sections_are_typed(tmp_path):
+    from ard_core.sae.train import SaeSection
+
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\nname = "x"\n[sae]\nsteps = 100\nwarmup_steps = 2\nk = 8\n[describe.summarizer]\nbackend = "consensus"\n')
+    run = RunConfig.load(path, ["sae.steps=10", "run.out_dir=elsewhere", "sae.k=4", "sae.steps=12",
+                                'describe.summarizer.model="m"'])
+    sae = run.section("sae", SaeSection)
+    assert (sae.steps, sae.k) == (12, 4)  # in order: the last one wins
+    assert run.run.out_dir == Path("elsewhere") and run.run.name == "x"
+    assert run.raw["describe"]["summarizer"] == {"backend": "consensus", "model": "m"}
+    assert run.overrides == ("sae.steps=10", "run.out_dir=elsewhere", "sae.k=4", "sae.steps=12",
+                             'describe.summarizer.model="m"')
+    assert RunConfig.load(path).section("sae", SaeSection).steps == 100  # the file is untouched
+    with pytest.raises(ConfigError, match=r"\[sae\] has unknown key\(s\) \['stepz'\]"):
+        RunConfig.load(path, ["sae.stepz=1"]).section("sae", SaeSection)
+    with pytest.raises(ConfigError, match="source"):
+        RunConfig.load(path, ["sae.source=disk"]).section("sae", SaeSection)

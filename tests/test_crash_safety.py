@@ -289,7 +289,7 @@ def test_a_stage_that_runs_again_unmarks_itself_and_every_later_stage(tmp_path: 
     for s in PIPELINE:
         (stages / f"{s}.done").write_text(digest + "\n")
 
-    def killed_in_score(stage: str, config: Path) -> int:
+    def killed_in_score(stage: str, config: Path, overrides: tuple = ()) -> int:
         if stage == "score":
             raise KeyboardInterrupt("killed")
         return 0
@@ -300,6 +300,6 @@ def test_a_stage_that_runs_again_unmarks_itself_and_every_later_stage(tmp_path: 
     assert sorted(p.stem for p in stages.glob("*.done")) == sorted(PIPELINE[: PIPELINE.index("score")])
 
     ran: list[str] = []
-    monkeypatch.setattr(run_mod, "run_stage", lambda stage, config: ran.append(stage) or 0)
+    monkeypatch.setattr(run_mod, "run_stage", lambda stage, config, overrides=(): ran.append(stage) or 0)
     run_mod.run_all(cfg)
     assert ran == PIPELINE[PIPELINE.index("score"):]

@@ -1,11 +1,12 @@
 """Manifest format and the real-dataset loaders, on the fixtures in tests/data/datasets
-(written by scripts/make_dataset_fixtures.py, one miniature per real format)."""
+(written by scripts/make_dataset_fixtures.py in each publisher's layout, see tests/dataset_fixtures.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from ard_core.datasets.loaders import (
 )
 from ard_core.datasets.manifest import MANIFEST_COLUMNS, ManifestError
 from ard_core.datasets.metadata import DatasetFormatError
+from dataset_fixtures import WAVCAPS_JSON
 
 DATA = Path(__file__).parent / "data" / "datasets"
 
@@ -129,14 +131,39 @@ def test_folder_loader_needs_a_file_column(tmp_path: Path) -> None:
         load_folder(tmp_path)
 
 
-def test_wavcaps_loader() -> None:
-    recs = _by_id(load_wavcaps(DATA / "wavcaps" / "json_files" / "fsd_final.json", DATA / "wavcaps" / "audio"))
-    assert sorted(recs) == ["180913", "Yb0RFKhbpFJA"]  # 999999 was never downloaded
-    dog = recs["180913"]
+WAVCAPS = DATA / "WavCaps"
+
+
+def test_wavcaps_loader_reads_every_source_with_prefixed_ids() -> None:
+    recs = {}
+    for source, stem in WAVCAPS_JSON.items():
+        recs |= _by_id(load_wavcaps(WAVCAPS / "json_files" / source / f"{stem}.json", WAVCAPS / "Zip_files" / source))
+    # one clip per source has no audio; FreeSound and SoundBible both have clip 2149
+    assert sorted(recs) == ["audioset_sl-Yb0RFKhbpFJA", "bbc_sound_effects-07070156", "freesound-180913",
+                            "freesound-2149", "soundbible-2149"]
+    dog = recs["freesound-180913"]
     assert dog.caption == "A dog barks twice while birds chirp." and dog.labels == {}
     assert dog.duration_s == 0.25 and dog.split == "train" and dog.path.suffix == ".flac"
-    assert dog.meta["description"] == "dog barking in garden"
-    assert recs["Yb0RFKhbpFJA"].path.name == "Yb0RFKhbpFJA.flac"  # AudioSet_SL ids end in .wav
+    assert dog.path.parent.name == "FreeSound_flac"  # found deep inside the unpacked zip
+    assert dog.meta["description"] == "a dog barks twice while birds chirp." and dog.meta["author"] == "someone"
+    assert dog.meta["wavcaps_source"] == "FreeSound" and dog.dataset == "wavcaps"
+    assert recs["audioset_sl-Yb0RFKhbpFJA"].path.name == "Yb0RFKhbpFJA.flac"  # AudioSet_SL ids end in .wav
+    assert recs["soundbible-2149"].caption == "Thunder rolls in the distance."
+    assert recs["bbc_sound_effects-07070156"].meta["category"] == "['Nature']"
+
+
+def test_wavcaps_source_comes_from_the_path_or_the_argument(tmp_path: Path) -> None:
+    from ard_core.datasets.loaders import wavcaps_source
+
+    assert wavcaps_source(Path("x/json_files/SoundBible/sb_final.json")) == "SoundBible"
+    assert wavcaps_source(Path("elsewhere/bbc_final.json")) == "BBC_Sound_Effects"
+    moved = tmp_path / "mine.json"
+    moved.write_text((WAVCAPS / "json_files" / "FreeSound" / "fsd_final.json").read_text())
+    got = load_wavcaps(moved, WAVCAPS / "Zip_files" / "FreeSound", source="FreeSound", split="probe")
+    assert sorted(r.clip_id for r in got) == ["freesound-180913", "freesound-2149"]
+    assert {r.split for r in got} == {"probe"}
+    with pytest.raises(ConfigError, match="split 'dev'"):
+        load_wavcaps(moved, tmp_path, split="dev")
 
 
 def test_wavcaps_rejects_other_json(tmp_path: Path) -> None:
@@ -146,20 +173,22 @@ def test_wavcaps_rejects_other_json(tmp_path: Path) -> None:
 
 
 def test_iemocap_loader() -> None:
-    root = DATA / "iemocap" / "IEMOCAP_full_release"
+    root = DATA / "IEMOCAP_full_release"
     recs = _by_id(load_iemocap(root))
-    # F002 is 'xxx' (no agreement) and M003 has no wav: both are left out
+    # F002 is 'xxx' (no agreement), F004 'oth' (other): no emotion, left out; M003 has no wav
     assert sorted(recs) == ["Ses01F_impro01_F000", "Ses01F_impro01_M001", "Ses05M_script01_1_M000"]
     f0 = recs["Ses01F_impro01_F000"]
     assert f0.labels == {"gender": "female", "language": "English", "emotion": "neutral"}
-    assert f0.duration_s == pytest.approx(8.2357 - 6.2901) and f0.split == "train"
+    assert f0.duration_s == pytest.approx(0.25) and f0.split == "train"
     assert recs["Ses01F_impro01_M001"].labels["emotion"] == "happy"  # exc merged into happy
     m5 = recs["Ses05M_script01_1_M000"]
     assert m5.split == "test" and m5.labels["gender"] == "male" and m5.labels["emotion"] == "angry"
     assert m5.caption == "a man speaking English in an angry voice"
     unmerged = _by_id(load_iemocap(root, merge_excited=False, keep_unlabelled=True, test_sessions=()))
     assert unmerged["Ses01F_impro01_M001"].labels["emotion"] == "excited"
-    assert "emotion" not in unmerged["Ses01F_impro01_F002"].labels
+    for unlabelled in ("Ses01F_impro01_F002", "Ses01F_impro01_F004"):  # xxx and oth
+        assert "emotion" not in unmerged[unlabelled].labels
+        assert unmerged[unlabelled].caption == "a woman speaking English"
     assert {r.split for r in unmerged.values()} == {"train"}
 
 
@@ -169,53 +198,85 @@ def test_iemocap_needs_its_layout(tmp_path: Path) -> None:
 
 
 def test_fsd50k_loader() -> None:
-    ev = _by_id(load_fsd50k(DATA / "fsd50k", "eval"))
+    ev = _by_id(load_fsd50k(DATA / "FSD50K", "eval"))
     assert sorted(ev) == ["fsd50k-175151", "fsd50k-37199"]
     dog = ev["fsd50k-175151"]
     assert dog.label_set("sound_event") == ("bark", "dog", "domestic animals and pets", "animal")
     assert dog.split == "test" and dog.meta["mids"].startswith("/m/05tny_")
     assert dog.caption == "bark, dog, domestic animals and pets, animal"
     assert dog.duration_s == pytest.approx(0.25)  # from the header when the CSV has none
-    dev = _by_id(load_fsd50k(DATA / "fsd50k", "dev"))
+    dev = _by_id(load_fsd50k(DATA / "FSD50K", "dev"))
     assert dev["fsd50k-64760"].split == "train" and dev["fsd50k-16399"].split == "probe"
 
 
-def test_sakura_loader() -> None:
-    recs = _by_id(load_sakura(DATA / "sakura"))
+@pytest.mark.parametrize("root", [DATA / "SAKURA", DATA / "SAKURA" / "data"])
+def test_sakura_loader(root: Path) -> None:
+    recs = _by_id(load_sakura(root))
     assert recs["sakura-gender-g1"].labels == {"gender": "female"}
     assert recs["sakura-gender-g2"].caption == "a man speaking"
-    assert recs["sakura-language-l1"].labels == {"language": "German"}  # 'german' -> vocabulary case
-    assert recs["sakura-language-l1"].path.parent.name == "Language"  # audio next to the CSV
+    assert recs["sakura-language-l1"].labels == {"language": "German"}
     assert recs["sakura-emotion-e1"].labels == {"emotion": "disgust"}  # 'Disgusted' -> track label
     assert recs["sakura-animal-a2"].labels == {"animal": "rooster"}
-    assert recs["sakura-animal-a1"].meta["single_answer"] == "dog"
+    a1 = recs["sakura-animal-a1"]
+    assert a1.meta["single_answer"] == "(a) dog" and a1.meta["multi_answer"] == "(a) an answer"
+    assert a1.meta["multi_instruction"].startswith("A multi-hop question") and a1.path.parent.name == "audio"
     assert {r.split for r in recs.values()} == {"test"} and len(recs) == 6
-    only = load_sakura(DATA / "sakura", attributes=["Animal"])
+    only = load_sakura(root, attributes=["Animal"])
     assert {r.clip_id for r in only} == {"sakura-animal-a1", "sakura-animal-a2"}
     with pytest.raises(ValueError, match="attribute"):
-        load_sakura(DATA / "sakura", attributes=["Accent"])
+        load_sakura(root, attributes=["Accent"])
 
 
-def test_audiobench_loaders() -> None:
-    emo = _by_id(load_audiobench(DATA / "audiobench" / "iemocap_emotion", "iemocap_emotion"))
-    assert sorted(emo) == ["iemocap_emotion-iemo_0", "iemocap_emotion-iemo_1"]  # iemo_2 is missing
-    assert emo["iemocap_emotion-iemo_0"].labels == {"emotion": "happy"}
-    assert emo["iemocap_emotion-iemo_1"].labels == {"emotion": "angry"}  # from other_attributes 'ang'
-    assert emo["iemocap_emotion-iemo_0"].meta["answer"] == "The speaker sounds happy and excited."
-    gen = _by_id(load_audiobench(DATA / "audiobench" / "voxceleb_gender", "voxceleb_gender"))
-    assert gen["voxceleb_gender-vox_0"].labels == {"gender": "female"}
-    assert gen["voxceleb_gender-vox_1"].labels == {"gender": "male"}  # 'male' is not read in 'female'
+def test_sakura_names_a_missing_audio_folder_and_the_file_column(tmp_path: Path) -> None:
+    (tmp_path / "Gender").mkdir()
+    (tmp_path / "Gender" / "metadata.csv").write_text("file,attribute_label\ng1.wav,Male\n")
+    with pytest.raises(DatasetFormatError, match="Gender/audio"):
+        load_sakura(tmp_path, attributes=["Gender"])
+    (tmp_path / "Gender" / "metadata.csv").write_text("file_name,attribute_label\ng1.wav,Male\n")
+    with pytest.raises(DatasetFormatError, match=r"needs column\(s\) \['file', 'attribute_label'\]"):
+        load_sakura(tmp_path, attributes=["Gender"])
+
+
+@pytest.mark.parametrize("answer, label", [
+    ("The speaker sounds sad, not happy.", "sad"), ("Happy? No: angry.", "happy"), ("Anger.", "angry"),
+    ("frustration", "frustrated"), ("It is a woman.", "female"), ("The speaker is male, not female.", "male"),
+    ("Female", "female"), ("I cannot tell.", None),
+])
+def test_audiobench_answers_give_the_first_label_they_mention(answer: str, label: str | None) -> None:
+    from ard_core.datasets.benchmarks import AUDIOBENCH_TASKS, label_from_answer
+
+    vocab = [*AUDIOBENCH_TASKS["iemocap_emotion_test"][1], *AUDIOBENCH_TASKS["voxceleb_gender_test"][1]]
+    assert label_from_answer(answer, vocab) == label
+
+
+def test_audiobench_loader_reads_the_hub_parquet(tmp_path: Path) -> None:
+    emo = _by_id(load_audiobench(DATA / "AudioBench" / "iemocap_emotion_test", "iemocap_emotion_test",
+                                 extract_to=tmp_path / "emo"))
+    # row 3 has neither audio bytes nor a file: skipped
+    assert sorted(emo) == ["iemocap_emotion_test-00000", "iemocap_emotion_test-00001", "iemocap_emotion_test-00002"]
+    first = emo["iemocap_emotion_test-00000"]
+    assert first.labels == {"emotion": "sad"} and first.meta["answer"] == "The speaker sounds sad, not happy."
+    assert emo["iemocap_emotion_test-00001"].labels == {"emotion": "angry"}
+    assert emo["iemocap_emotion_test-00002"].labels == {"emotion": "happy"}
+    assert first.meta["source_path"] == "Ses05F_impro01_F000.wav" and first.split == "test"
+    assert first.path == (tmp_path / "emo" / "00000.wav").resolve() and first.duration_s == pytest.approx(0.25)
+    assert first.meta["instruction"] == "What emotion does the speaker convey?"
+    gen = _by_id(load_audiobench(DATA / "AudioBench" / "voxceleb_gender_test", "voxceleb_gender_test",
+                                 extract_to=tmp_path / "vox"))
+    assert [r.labels for r in gen.values()] == [{"gender": "female"}, {"gender": "male"}]
     with pytest.raises(ValueError, match="task"):
-        load_audiobench(DATA / "audiobench", "librispeech")
+        load_audiobench(DATA / "AudioBench", "librispeech_test")
+    with pytest.raises(DatasetFormatError, match="no parquet files"):
+        load_audiobench(tmp_path, "voxceleb_gender_test")
 
 
-def test_every_loader_gives_known_tracks_and_existing_files() -> None:
+def test_every_loader_gives_known_tracks_and_existing_files(tmp_path: Path) -> None:
     recs = [
         *load_folder(DATA / "folder"),
-        *load_wavcaps(DATA / "wavcaps" / "json_files" / "fsd_final.json", DATA / "wavcaps" / "audio"),
-        *load_iemocap(DATA / "iemocap" / "IEMOCAP_full_release"), *load_fsd50k(DATA / "fsd50k"),
-        *load_sakura(DATA / "sakura"),
-        *load_audiobench(DATA / "audiobench" / "voxceleb_gender", "voxceleb_gender"),
+        *load_wavcaps(WAVCAPS / "json_files" / "AudioSet_SL" / "as_final.json", WAVCAPS / "Zip_files" / "AudioSet_SL"),
+        *load_iemocap(DATA / "IEMOCAP_full_release"), *load_fsd50k(DATA / "FSD50K"),
+        *load_sakura(DATA / "SAKURA"),
+        *load_audiobench(DATA / "AudioBench" / "voxceleb_gender_test", "voxceleb_gender_test", extract_to=tmp_path),
     ]
     for r in recs:
         assert set(r.labels) <= set(TRACKS), r
@@ -226,32 +287,65 @@ def test_every_loader_gives_known_tracks_and_existing_files() -> None:
 # ---------------------------------------------------------------- the stage, kind = "sources"
 
 
-def test_stage_merges_sources(tmp_path: Path) -> None:
-    from precompute.dataset import DatasetConfig, main
+def _stage(tmp_path: Path, sources: str) -> int:
+    from precompute.dataset import main
 
     cfg_path = tmp_path / "c.toml"
-    cfg_path.write_text(f"""
-[run]
-name = "t"
-out_dir = "{tmp_path / 'run'}"
-[dataset]
-kind = "sources"
-[[dataset.sources]]
-loader = "iemocap"
-root = "{DATA / 'iemocap' / 'IEMOCAP_full_release'}"
-[[dataset.sources]]
-loader = "fsd50k"
-root = "{DATA / 'fsd50k'}"
-subset = "eval"
-""")
-    assert main(argparse.Namespace(config=cfg_path, decode=False)) == 0
-    recs = load_manifest(tmp_path / "run" / "dataset" / "manifest.csv")
-    assert len(recs) == 5 and {r.dataset for r in recs} == {"iemocap", "fsd50k"}
+    cfg_path.write_text(f'[run]\nname = "t"\nout_dir = "{tmp_path / "run"}"\n[dataset]\nkind = "sources"\n{sources}')
+    return main(argparse.Namespace(config=cfg_path, decode=False, overrides=[]))
+
+
+def _source(loader: str, **kw: object) -> str:
+    return "[[dataset.sources]]\n" + "\n".join(f"{k} = {json.dumps(str(v) if isinstance(v, Path) else v)}"
+                                                 for k, v in {"loader": loader, **kw}.items()) + "\n"
+
+
+def test_stage_merges_every_source_of_every_dataset(tmp_path: Path) -> None:
+    """All four WavCaps sources (FreeSound and SoundBible share the bare id 2149), IEMOCAP, FSD50K,
+    SAKURA and both AudioBench tasks in one run."""
+    sources = "".join(_source("wavcaps", json_path=WAVCAPS / "json_files" / src / f"{stem}.json",
+                              audio_dir=WAVCAPS / "Zip_files" / src) for src, stem in WAVCAPS_JSON.items())
+    sources += _source("iemocap", root=DATA / "IEMOCAP_full_release") + _source("fsd50k", root=DATA / "FSD50K")
+    sources += _source("sakura", root=DATA / "SAKURA")
+    sources += "".join(_source("audiobench", root=DATA / "AudioBench" / t, task=t)
+                       for t in ("iemocap_emotion_test", "voxceleb_gender_test"))
+    assert _stage(tmp_path, sources) == 0
+    recs = _by_id(load_manifest(tmp_path / "run" / "dataset" / "manifest.csv"))
+    assert len(recs) == 5 + 3 + 2 + 6 + 3 + 2
+    assert {"freesound-2149", "soundbible-2149"} <= set(recs)
+    assert Counter(r.dataset for r in recs.values()) == {
+        "wavcaps": 5, "iemocap": 3, "fsd50k": 2, "sakura": 6, "iemocap_emotion_test": 3, "voxceleb_gender_test": 2}
+    # AudioBench's embedded audio was written under the run's dataset folder
+    vox = recs["voxceleb_gender_test-00001"]
+    assert vox.path.is_file() and (tmp_path / "run" / "dataset" / "audio") in vox.path.parents
     summary = json.loads((tmp_path / "run" / "dataset" / "summary.json").read_text())
-    assert summary["tracks"]["emotion"] == {"angry": {"test": 1}, "happy": {"train": 1}, "neutral": {"train": 1}}
+    assert summary["tracks"]["emotion"]["angry"] == {"test": 2}  # IEMOCAP session 5 + AudioBench 'Anger.'
     assert summary["tracks"]["sound_event"]["dog"] == {"test": 1}
-    cfg = RunConfig.load(cfg_path)
-    assert cfg.section("dataset", DatasetConfig).sources[1]["subset"] == "eval"
+
+
+def test_colliding_ids_name_the_sources_and_id_prefix_fixes_them(tmp_path: Path) -> None:
+    twice = _source("folder", root=DATA / "folder") * 2
+    with pytest.raises(ConfigError, match=r"#1 and #2 \(folder\) both give clip id 'calm'; add id_prefix"):
+        _stage(tmp_path, twice)
+    fixed = _source("folder", root=DATA / "folder") + _source("folder", root=DATA / "folder", id_prefix="copy")
+    assert _stage(tmp_path, fixed) == 0
+    ids = [r.clip_id for r in load_manifest(tmp_path / "run" / "dataset" / "manifest.csv")]
+    assert ids == ["calm", "shout", "copy-calm", "copy-shout"]
+
+
+def test_a_dataset_format_error_is_one_line_on_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.json").write_text('[{"id": 1}]')
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[run]\nout_dir = "{tmp_path / "run"}"\n[dataset]\nkind = "sources"\n'
+                   + _source("wavcaps", json_path=tmp_path / "bad.json", audio_dir=tmp_path))
+    out = subprocess.run([sys.executable, "-m", "precompute", "dataset", "--config", str(cfg)],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "has no 'data' list (WavCaps json_files format)" in out.stderr
+    assert len([line for line in out.stderr.splitlines() if line.startswith("error")]) == 1
 
 
 @pytest.mark.parametrize("table, message", [
@@ -259,6 +353,7 @@ subset = "eval"
     ('kind = "huge"', "kind 'huge'"),
     ('kind = "sources"\n[[dataset.sources]]\nloader = "librispeech"', "loader 'librispeech'"),
     ('kind = "sources"\n[[dataset.sources]]\nloader = "fsd50k"\nroot = "x"\nsubsett = "eval"', "subsett"),
+    ('kind = "sources"\n[[dataset.sources]]\nloader = "fsd50k"\nroot = "x"\nid_prefix = "a b"', "id_prefix 'a b'"),
     # the corpus's build settings are the forge's ([corpus.build] of configs/forge.toml), not the pipeline's
     ('kind = "mini"\n[dataset.mini]\nseed = 0', r"unknown key\(s\) \['mini'\]"),
     ('kind = "mini"\nsources_dir = "x"', r"unknown key\(s\) \['sources_dir'\]"),

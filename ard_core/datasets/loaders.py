@@ -1,6 +1,7 @@
 """Loaders for the real datasets, each returning :class:`ClipRecord` lists.
 
-Every loader reads its dataset's own metadata as distributed, resolves the
+WavCaps, IEMOCAP and FSD50K are here; the two benchmarks, SAKURA and AudioBench, in
+:mod:`ard_core.datasets.benchmarks`. Every loader reads its dataset's own metadata as distributed, resolves the
 audio files under ``root``, and maps labels onto the project's tracks
 (``gender``, ``language``, ``emotion``, ``animal``, ``sound_event``).
 Clips whose audio file is missing are skipped with one warning per dataset, so
@@ -16,7 +17,9 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ard_core.datasets.manifest import LABEL_VOCAB, MULTI_LABEL_SEP, SPLITS, TRACKS, ClipRecord, load_manifest
+from ard_core.config import ConfigError
+from ard_core.datasets.benchmarks import load_audiobench, load_sakura
+from ard_core.datasets.manifest import MULTI_LABEL_SEP, SPLITS, TRACKS, ClipRecord, load_manifest
 from ard_core.datasets.metadata import (
     AUDIO_SUFFIXES, AudioIndex, DatasetFormatError, caption_from_labels, collect_records, read_csv,
     require_columns, speech_caption,
@@ -64,12 +67,32 @@ def load_folder(root: str | Path, metadata: str = "metadata.csv", *, dataset: st
 # ---------------------------------------------------------------- WavCaps
 
 
-def load_wavcaps(json_path: str | Path, audio_dir: str | Path, *, dataset: str = "wavcaps",
-                 split: str = "train") -> list[ClipRecord]:
-    """WavCaps: a ``json_files/<Source>/*_final.json`` file (``{"data": [{"id", "caption",
-    "duration", ...}]}``) and the folder its audio was unpacked into (``<id>.flac``
-    or ``.wav``; ids that already end in '.wav', as in AudioSet_SL, are matched by stem)."""
+WAVCAPS_SOURCES = {"as_final": "AudioSet_SL", "bbc_final": "BBC_Sound_Effects", "fsd_final": "FreeSound",
+                   "sb_final": "SoundBible"}
+"""WavCaps's four sources, by the stem of their metadata file (json_files/<Source>/<stem>.json)."""
+
+
+def wavcaps_source(json_path: Path) -> str:
+    """'FreeSound' for json_files/FreeSound/fsd_final.json: the folder, else the file's known stem, else the stem."""
+    if json_path.parent.name in WAVCAPS_SOURCES.values():
+        return json_path.parent.name
+    return WAVCAPS_SOURCES.get(json_path.stem, json_path.stem)
+
+
+def load_wavcaps(json_path: str | Path, audio_dir: str | Path, *, dataset: str = "wavcaps", split: str = "train",
+                 source: str | None = None) -> list[ClipRecord]:
+    """WavCaps (huggingface.co/datasets/cvssp/WavCaps): one source's ``json_files/<Source>/*_final.json``
+    (``{"data": [{"id", "caption", "duration", ...}]}``) and the folder its zip was unpacked into,
+    where the audio sits at any depth as ``<id>.flac`` (ids that end in '.wav', as in AudioSet_SL,
+    are matched by stem).
+
+    Clip ids are prefixed by the source in lower case ('freesound-180913', 'soundbible-2149'):
+    FreeSound, BBC and SoundBible all number their clips with bare integers, so one config can
+    list every source. ``source`` overrides the name read from the JSON's path.
+    """
     json_path, audio_dir = Path(json_path), Path(audio_dir)
+    if split not in SPLITS:
+        raise ConfigError(f"WavCaps split {split!r}: use one of {list(SPLITS)}")
     if not json_path.is_file():
         raise DatasetFormatError(f"WavCaps metadata '{json_path}' does not exist")
     try:
@@ -79,18 +102,20 @@ def load_wavcaps(json_path: str | Path, audio_dir: str | Path, *, dataset: str =
     entries = data.get("data") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise DatasetFormatError(f"'{json_path}' has no 'data' list (WavCaps json_files format)")
+    source = source or wavcaps_source(json_path)
     index = AudioIndex(audio_dir)
 
     def items():
         for i, entry in enumerate(entries):
             if "id" not in entry or "caption" not in entry:
                 raise DatasetFormatError(f"'{json_path}' entry {i} lacks 'id' or 'caption'")
-            clip_id = Path(str(entry["id"])).stem if str(entry["id"]).endswith(AUDIO_SUFFIXES) else str(entry["id"])
+            raw_id = str(entry["id"])
+            stem = Path(raw_id).stem if raw_id.endswith(AUDIO_SUFFIXES) else raw_id
             meta = {k: str(entry[k]) for k in ("description", "title", "category", "author", "href")
-                    if entry.get(k)}
+                    if entry.get(k)} | {"wavcaps_source": source}
             audio = str(entry.get("audio") or "")  # some subsets hold a placeholder 'wav_path'
             path = index.find(audio) if audio and audio != "wav_path" else None
-            yield (clip_id, path or index.find(clip_id),
+            yield (f"{source.lower()}-{stem}", path or index.find(stem),
                    dict(split=split, duration_s=float(entry.get("duration") or 0.0), labels={},
                         caption=str(entry["caption"]), meta=meta))
 
@@ -101,8 +126,10 @@ def load_wavcaps(json_path: str | Path, audio_dir: str | Path, *, dataset: str =
 
 IEMOCAP_EMOTIONS = {
     "neu": "neutral", "hap": "happy", "exc": "excited", "ang": "angry", "sad": "sad",
-    "fru": "frustrated", "fea": "fear", "sur": "surprised", "dis": "disgust", "oth": "other",
+    "fru": "frustrated", "fea": "fear", "sur": "surprised", "dis": "disgust",
 }
+"""IEMOCAP's category codes. 'oth' (other) and 'xxx' (no majority) name no emotion: such
+utterances get none, and are dropped unless ``keep_unlabelled``."""
 _IEMOCAP_LINE = re.compile(r"^\[(?P<start>[\d.]+)\s*-\s*(?P<end>[\d.]+)\]\s+(?P<utt>Ses\S+)\s+(?P<emo>\w+)")
 
 
@@ -113,7 +140,7 @@ def load_iemocap(root: str | Path, *, dataset: str = "iemocap", merge_excited: b
 
     Gender is the utterance speaker's (the letter in ``..._F000`` / ``..._M012``).
     ``merge_excited`` maps 'exc' to happy (the usual 4-class setup); 'xxx' (no
-    agreement) gets no emotion label and is dropped unless ``keep_unlabelled``.
+    agreement) and 'oth' (other) get no emotion label and are dropped unless ``keep_unlabelled``.
     Sessions in ``test_sessions`` form the test split, the rest train.
     """
     root = Path(root)
@@ -166,7 +193,7 @@ def load_fsd50k(root: str | Path, subset: str = "eval", *, dataset: str = "fsd50
     """
     root = Path(root)
     if subset not in ("eval", "dev"):
-        raise ValueError(f"FSD50K subset {subset!r}: use 'eval' or 'dev'")
+        raise ConfigError(f"FSD50K subset {subset!r}: use 'eval' or 'dev'")
     path = root / "FSD50K.ground_truth" / f"{subset}.csv"
     rows = read_csv(path)
     require_columns(rows, ("fname", "labels"), path)
@@ -182,120 +209,6 @@ def load_fsd50k(root: str | Path, subset: str = "eval", *, dataset: str = "fsd50
                 caption=", ".join(names), meta={"fsd50k_labels": row["labels"], "mids": row.get("mids", "")}))
 
     return collect_records(dataset, items())
-
-
-# ---------------------------------------------------------------- SAKURA
-
-SAKURA_TRACKS = {"Gender": "gender", "Language": "language", "Emotion": "emotion", "Animal": "animal"}
-
-
-def _sakura_label(track: str, label: str) -> str:
-    label = label.strip()
-    if track in ("gender", "emotion", "animal"):
-        label = label.lower()
-    if track == "emotion":
-        label = {"fearful": "fear", "disgusted": "disgust", "angry": "angry", "happiness": "happy",
-                 "sadness": "sad", "anger": "angry"}.get(label, label)
-    if track == "language":
-        vocab = {v.lower(): v for v in LABEL_VOCAB["language"]}
-        label = vocab.get(label.lower(), label)
-    return label
-
-
-def load_sakura(root: str | Path, attributes: Iterable[str] = tuple(SAKURA_TRACKS), *,
-                dataset: str = "sakura") -> list[ClipRecord]:
-    """SAKURA: ``{Attribute}/metadata.csv`` (file_name, attribute_label, ...) per attribute
-    (Gender, Language, Emotion, Animal); audio under ``{Attribute}/audio/`` or next to
-    the CSV. SAKURA is an evaluation set, so every clip is in the test split."""
-    root = Path(root)
-    records: list[ClipRecord] = []
-    for attr in attributes:
-        if attr not in SAKURA_TRACKS:
-            raise ValueError(f"SAKURA attribute {attr!r}: use one of {list(SAKURA_TRACKS)}")
-        track = SAKURA_TRACKS[attr]
-        path = root / attr / "metadata.csv"
-        rows = read_csv(path)
-        require_columns(rows, ("file_name", "attribute_label"), path)
-        audio_root = root / attr / "audio" if (root / attr / "audio").is_dir() else root / attr
-        index = AudioIndex(audio_root)
-
-        def items(rows=rows, track=track, index=index, attr=attr):
-            for row in rows:
-                labels = {track: _sakura_label(track, row["attribute_label"])}
-                meta = {k: v for k, v in row.items() if k not in ("file_name", "attribute_label") and v}
-                yield (f"sakura-{attr.lower()}-{Path(row['file_name']).stem}", index.find(row["file_name"]),
-                       dict(split="test", duration_s=0.0, labels=labels, caption=caption_from_labels(labels), meta=meta))
-
-        records += collect_records(dataset, items())
-    return records
-
-
-# ---------------------------------------------------------------- AudioBench
-
-AUDIOBENCH_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "iemocap_emotion": ("emotion", ("neutral", "happy", "angry", "sad", "frustrated", "excited",
-                                    "surprised", "fear", "disgust")),
-    "voxceleb_gender": ("gender", ("female", "male")),
-}
-
-
-# How each label is recognised in free text: IEMOCAP's 3-letter codes and the usual word forms.
-_LABEL_PATTERNS = {
-    "neutral": r"\bneu(?:tral)?\b", "happy": r"\bhap\b|\bhapp(?:y|iness)", "angry": r"\bang\b|\bang(?:ry|er)",
-    "sad": r"\bsad", "frustrated": r"\bfru\b|\bfrustrat", "excited": r"\bexc\b|\bexcit",
-    "surprised": r"\bsur\b|\bsurpris", "fear": r"\bfea\b|\bfear|\bscared|\bafraid",
-    "disgust": r"\bdis\b|\bdisgust", "female": r"\bfemale\b|\bwom[ae]n\b", "male": r"\bmale\b|\bm[ae]n\b",
-}
-
-
-def _label_from_answer(answer: str, vocab: tuple[str, ...]) -> str | None:
-    """The first label of ``vocab`` (in its order) that ``answer`` mentions, or None."""
-    text = answer.lower()
-    for word in vocab:
-        if re.search(_LABEL_PATTERNS.get(word, rf"\b{word}\b"), text):
-            return word
-    return None
-
-
-def load_audiobench(root: str | Path, task: str, metadata: str = "metadata.jsonl", *,
-                    dataset: str | None = None) -> list[ClipRecord]:
-    """AudioBench-style steering sets (IEMOCAP-Emotion, VoxCeleb1-Gender) exported to a folder.
-
-    ``metadata.jsonl`` has one object per clip with ``audio`` (file path relative to
-    ``root``), ``instruction``, ``answer`` and optionally ``other_attributes`` (a dict
-    that may hold the label under 'emotion' / 'gender'). The label comes from
-    ``other_attributes`` when present, else from the reference answer's wording.
-    Every clip is in the test split.
-    """
-    if task not in AUDIOBENCH_TASKS:
-        raise ValueError(f"AudioBench task {task!r}: use one of {list(AUDIOBENCH_TASKS)}")
-    track, vocab = AUDIOBENCH_TASKS[task]
-    root = Path(root)
-    path = root / metadata
-    if not path.is_file():
-        raise DatasetFormatError(f"AudioBench metadata '{path}' does not exist")
-    index = AudioIndex(root)
-    entries = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DatasetFormatError(f"'{path}' line {n} is not JSON: {exc}") from exc
-
-    def items():
-        for n, e in enumerate(entries, start=1):
-            if "audio" not in e or "answer" not in e:
-                raise DatasetFormatError(f"'{path}' line {n} lacks 'audio' or 'answer'")
-            attrs = e.get("other_attributes") or {}
-            raw = str(attrs.get(track) or attrs.get(track.capitalize()) or "").lower()
-            label = _label_from_answer(raw, vocab) if raw else _label_from_answer(str(e["answer"]), vocab)
-            labels = {track: label} if label else {}
-            yield (f"{task}-{Path(str(e['audio'])).stem}", index.find(str(e["audio"])), dict(
-                split="test", duration_s=0.0, labels=labels, caption=speech_caption(labels),
-                meta={"instruction": str(e.get("instruction", "")), "answer": str(e["answer"])}))
-
-    return collect_records(dataset or task, items())
 
 
 def load_manifest_file(path: str | Path) -> list[ClipRecord]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +26,24 @@ class Dist(NamedTuple):
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls(0, 1)
+
+
+class Tokens(Protocol):
+    """What the trainer reads one layer's tokens from: :class:`TokenSource` (the activation store) or
+    a layer of :class:`ard_core.sae.stream.ActivationStream` (the model's forward passes)."""
+
+    n_tokens: int
+    """Tokens of one pass over the data (sets the dead-latent threshold)."""
+    global_batch: int
+    """Tokens per optimizer step over all ranks."""
+    in_memory: bool
+    """Whether the tokens are held in memory (recorded in train.json)."""
+
+    def batches(self, start_step: int = 0) -> Iterator[Tensor]:
+        """float32 (batch, d) batches for steps start_step, start_step + 1, ..."""
+
+    def sample(self, n: int, seed: int) -> Tensor:
+        """About n float32 tokens, the same for a given seed, for init and evaluation."""
 
 
 class TokenSource:

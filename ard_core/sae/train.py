@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
@@ -38,8 +38,9 @@ from ard_core.sae.checkpoint import (
     save_checkpoint,
     write_train_json,
 )
-from ard_core.sae.data import Dist, TokenSource
+from ard_core.sae.data import Dist, Tokens, TokenSource
 from ard_core.sae.model import Impl, SaeConfig, TopKSAE
+from ard_core.sae.section import SaeSection
 from ard_core.sae.recipe import (
     DeadTracker,
     choose_impl,
@@ -53,88 +54,6 @@ from ard_core.sae.recipe import (
 from ard_core.store import ActivationStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SaeSection:
-    """The ``[sae]`` table: the grid of SAEs to train and how to train them."""
-
-    layers: list[int] = field(default_factory=lambda: [5, 16, 26])
-    """0-based decoder layers (as in the activation store) to train SAEs on."""
-    expansions: list[int] = field(default_factory=lambda: [4, 8, 16])
-    """Expansion factors e: every layer gets one SAE with d_sae = e x d_model per factor."""
-    k: int = 250
-    """Latents kept per token by TopK (the paper's K)."""
-    batch_size: int = 4096
-    """Tokens per optimizer step, over all ranks together."""
-    steps: int = 100_000
-    """Optimizer steps per SAE."""
-    lr: float = 1e-5
-    """Adam learning rate after warm-up."""
-    warmup_steps: int = 1000
-    """Steps of linear learning-rate warm-up from 0."""
-    lr_decay_frac: float = 0.2
-    """Fraction of the steps at the end over which the learning rate decays linearly to 0."""
-    auxk_alpha: float = 1 / 32
-    """Weight of the AuxK loss on dead latents (Gao et al.)."""
-    dead_tokens: int = 10_000_000
-    """A latent unfired for this many training tokens is dead (feeds AuxK and dead_frac) ..."""
-    dead_data_frac: float = 0.25
-    """... capped at this fraction of the layer's stored tokens, so small data sees dead latents."""
-    b_dec_init: str = "geometric_median"
-    """'geometric_median' or 'mean' of a sample of (scaled) tokens."""
-    init_sample_tokens: int = 65_536
-    """Tokens sampled to set input_scale and b_dec."""
-    impl: str = "auto"
-    """'sparse' (K-latent decode, sparse backward), 'dense' (scatter reference) or 'auto' (timed)."""
-    eval_tokens: int = 65_536
-    """Tokens on which the final FVU and L0 are measured."""
-    checkpoint_every: int = 1000
-    """Steps between checkpoints (the last step always writes the finished SAE)."""
-    log_every: int = 50
-    """Steps between progress-bar and train_log.jsonl updates."""
-    in_memory_max_gb: float = 8.0
-    """Hold a layer's tokens in (GPU) memory when they take at most this much (float16), else stream."""
-    buffer_tokens: int = 262_144
-    """Shuffle-buffer size when streaming from disk."""
-    bf16: bool = True
-    """bf16 autocast on CUDA (CPU always trains in fp32)."""
-    threads: int | None = None
-    """CPU threads for torch while training; None keeps torch's default (all cores)."""
-
-    def __post_init__(self) -> None:
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"[sae].{key} = {getattr(self, key)!r}: {why}")
-
-        if not self.layers or any(l < 0 for l in self.layers):
-            raise bad("layers", "list the 0-based layers to train on, e.g. [1, 4, 6]")
-        if not self.expansions or any(e < 1 for e in self.expansions):
-            raise bad("expansions", "list positive expansion factors, e.g. [4, 8, 16]")
-        for key in ("k", "batch_size", "steps", "dead_tokens", "init_sample_tokens", "eval_tokens",
-                    "checkpoint_every", "log_every", "buffer_tokens"):
-            if getattr(self, key) <= 0:
-                raise bad(key, "must be a positive integer")
-        if not self.lr > 0:
-            raise bad("lr", "must be > 0 (the paper uses 1e-5)")
-        if not 0 <= self.warmup_steps < self.steps:
-            raise bad("warmup_steps", f"must be in 0..steps-1 (steps = {self.steps})")
-        if not 0 <= self.lr_decay_frac < 1:
-            raise bad("lr_decay_frac", "must be in [0, 1)")
-        if self.auxk_alpha < 0:
-            raise bad("auxk_alpha", "must be >= 0 (0 turns AuxK off)")
-        if not 0 < self.dead_data_frac <= 1:
-            raise bad("dead_data_frac", "must be in (0, 1]")
-        if self.b_dec_init not in ("geometric_median", "mean"):
-            raise bad("b_dec_init", "use 'geometric_median' or 'mean'")
-        if self.impl not in ("auto", "sparse", "dense"):
-            raise bad("impl", "use 'auto', 'sparse' or 'dense'")
-        if self.threads is not None and self.threads < 1:
-            raise bad("threads", "must be >= 1, or left out for torch's default")
-        if self.in_memory_max_gb < 0:
-            raise bad("in_memory_max_gb", "must be >= 0 (0 always streams)")
-
-    def dead_threshold(self, n_tokens: int) -> int:
-        return max(1, min(self.dead_tokens, int(self.dead_data_frac * n_tokens)))
 
 
 class Metrics(NamedTuple):
@@ -166,7 +85,7 @@ class TrainState:
     seed: int
     device: torch.device
     dist: Dist
-    src: TokenSource
+    src: Tokens
     sae: TopKSAE
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
@@ -187,20 +106,28 @@ class TrainState:
 def init_or_resume(section: SaeSection, store: ActivationStore, layer: int, expansion: int, sae_dir: Path, *,
                    model_name: str, device: torch.device, seed: int = 0) -> TrainState:
     """The state saved at the last checkpoint in ``sae_dir``, or a fresh SAE initialised from the data."""
+    src = TokenSource(store, layer, section.batch_size, seed, device, section.in_memory_max_gb,
+                      section.buffer_tokens, Dist.current())
+    return state_for(section, src, store.d_model, layer, expansion, sae_dir, model_name=model_name, device=device,
+                     seed=seed)
+
+
+def state_for(section: SaeSection, src: Tokens, d_in: int, layer: int, expansion: int, sae_dir: Path, *,
+              model_name: str, device: torch.device, seed: int = 0) -> TrainState:
+    """:func:`init_or_resume` on any token source (the store's :class:`TokenSource`, or a layer of
+    :class:`ard_core.sae.stream.ActivationStream`)."""
     d = Dist.current()
     sae_dir = Path(sae_dir)
-    d_sae = expansion * store.d_model
+    d_sae = expansion * d_in
     if section.k > d_sae:
         raise ConfigError(f"[sae].k = {section.k} exceeds d_sae = {d_sae} (layer {layer}, expansion {expansion}); "
                           "lower k or the smallest expansion")
-    src = TokenSource(store, layer, section.batch_size, seed, device, section.in_memory_max_gb,
-                      section.buffer_tokens, d)
     threshold = section.dead_threshold(src.n_tokens)
     ckpt = load_checkpoint(sae_dir, device)
     if ckpt is not None:
-        sae = _sae_from_checkpoint(ckpt, sae_dir, store.d_model, d_sae, section.k, device)
+        sae = _sae_from_checkpoint(ckpt, sae_dir, d_in, d_sae, section.k, device)
     else:
-        sae = _init_from_data(section, src, store.d_model, layer, expansion, model_name, seed, device)
+        sae = _init_from_data(section, src, d_in, layer, expansion, model_name, seed, device)
     if d.world > 1:  # every rank must hold rank 0's init (its sample may differ when streaming)
         for p in sae.parameters():
             dist.broadcast(p.data, 0)
@@ -235,7 +162,7 @@ def _sae_from_checkpoint(ckpt: dict, sae_dir: Path, d_in: int, d_sae: int, k: in
     return sae
 
 
-def _init_from_data(section: SaeSection, src: TokenSource, d_in: int, layer: int, expansion: int, model_name: str,
+def _init_from_data(section: SaeSection, src: Tokens, d_in: int, layer: int, expansion: int, model_name: str,
                     seed: int, device: torch.device) -> TopKSAE:
     """A new SAE: input_scale from a sample of the layer's tokens, seeded unit-norm decoder rows
     (encoder = their transpose), b_dec at the scaled sample's geometric median (or mean)."""
@@ -258,7 +185,7 @@ def _pick_impl(state: TrainState, checkpoint_impl: str | None) -> Impl:
     if checkpoint_impl in ("sparse", "dense"):
         # the timed choice may differ this time; the other path's float sums would break bit-exact resume
         return checkpoint_impl  # type: ignore[return-value]
-    x = next(state.src.batches(0)) * state.sae.cfg.input_scale
+    x = state.src.sample(state.src.global_batch, seed=state.seed * 100_003 + 3) * state.sae.cfg.input_scale
     impl, timings = choose_impl(state.sae, x, autocast=state.autocast)
     if d.world > 1:
         impl = "sparse" if _broadcast_float(float(impl == "sparse"), state.device) else "dense"
@@ -268,44 +195,63 @@ def _pick_impl(state: TrainState, checkpoint_impl: str | None) -> Impl:
     return impl
 
 
+class StepLoop:
+    """One SAE's optimizer steps, one batch at a time, with its progress bar, log rows and checkpoints.
+
+    :func:`fit` drives it from the SAE's own token source; :mod:`ard_core.sae.stream` drives the
+    loops of every SAE of the grid from one stream of forward passes.
+    """
+
+    def __init__(self, state: TrainState, progress: bool = True) -> None:
+        self.state = state
+        d, sae = state.dist, state.sae
+        self.model: torch.nn.Module = sae
+        if d.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                sae, device_ids=[state.device.index] if state.device.type == "cuda" else None)
+        self.bar = _progress(state.section.steps, state.step, state.sae_dir.name, enabled=progress and d.main)
+        self.log_f = open_log(state.sae_dir, state.step) if d.main else None
+        self.window: list[Tensor] = []
+        self.t_start, self.tokens_done = time.perf_counter(), 0
+        self.t_log, self.tokens_log = self.t_start, 0
+
+    def step(self, x: Tensor) -> None:
+        """One optimizer step on this rank's (batch, d) tokens; logs every log_every, checkpoints every checkpoint_every."""
+        state, section, sae = self.state, self.state.section, self.state.sae
+        x = x * sae.cfg.input_scale
+        out = train_step(self.model, sae, state.opt, state.sched, x,
+                         state.dead.mask if section.auxk_alpha > 0 else None, section.auxk_alpha, state.autocast)
+        state.dead.update(out, state.src.global_batch)
+        with torch.no_grad():
+            self.window.append(torch.stack([out.fvu.float(), (out.acts > 0).sum(1).float().mean(), out.auxk.float()]))
+        state.step += 1
+        self.tokens_done += state.src.global_batch
+        self.tokens_log += state.src.global_batch
+        self.bar.update(1)
+        if state.step % section.log_every == 0 or state.step == section.steps:
+            now = time.perf_counter()
+            _log_window(state, self.window, self.tokens_log / max(now - self.t_log, 1e-9), self.bar, self.log_f)
+            self.window, self.t_log, self.tokens_log = [], now, 0
+        if state.step % section.checkpoint_every == 0 and state.step < section.steps and state.dist.main:
+            save_checkpoint(state.sae_dir, sae, state.opt, state.sched, state.dead.since_fired, state.step, state.impl)
+            crash_point("checkpoint")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log_f:
+            self.log_f.close()
+        self.state.tokens_per_s = self.tokens_done / max(time.perf_counter() - self.t_start, 1e-9)
+
+
 def fit(state: TrainState, progress: bool = True) -> None:
-    """Optimizer steps from ``state.step`` to [sae].steps: log every log_every, checkpoint every checkpoint_every."""
-    section, d, sae = state.section, state.dist, state.sae
+    """Optimizer steps from ``state.step`` to [sae].steps on the SAE's own token source."""
     batches = state.src.batches(state.step)
-    model: torch.nn.Module = sae
-    if d.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            sae, device_ids=[state.device.index] if state.device.type == "cuda" else None)
-    bar = _progress(section.steps, state.step, state.sae_dir.name, enabled=progress and d.main)
-    log_f = open_log(state.sae_dir, state.step) if d.main else None
-    window: list[Tensor] = []
-    t_start, tokens_done = time.perf_counter(), 0
-    t_log, tokens_log = t_start, 0
+    loop = StepLoop(state, progress)
     try:
-        while state.step < section.steps:
-            x = next(batches) * sae.cfg.input_scale
-            out = train_step(model, sae, state.opt, state.sched, x,
-                             state.dead.mask if section.auxk_alpha > 0 else None, section.auxk_alpha, state.autocast)
-            state.dead.update(out, state.src.global_batch)
-            with torch.no_grad():
-                window.append(torch.stack([out.fvu.float(), (out.acts > 0).sum(1).float().mean(), out.auxk.float()]))
-            state.step += 1
-            tokens_done += state.src.global_batch
-            tokens_log += state.src.global_batch
-            bar.update(1)
-            if state.step % section.log_every == 0 or state.step == section.steps:
-                now = time.perf_counter()
-                _log_window(state, window, tokens_log / max(now - t_log, 1e-9), bar, log_f)
-                window, t_log, tokens_log = [], now, 0
-            if state.step % section.checkpoint_every == 0 and state.step < section.steps and d.main:
-                save_checkpoint(state.sae_dir, sae, state.opt, state.sched, state.dead.since_fired, state.step,
-                                state.impl)
-                crash_point("checkpoint")
+        while state.step < state.section.steps:
+            loop.step(next(batches))
     finally:
-        bar.close()
-        if log_f:
-            log_f.close()
-    state.tokens_per_s = tokens_done / max(time.perf_counter() - t_start, 1e-9)
+        loop.close()
 
 
 def _log_window(state: TrainState, window: list[Tensor], tokens_per_s: float, bar, log_f: TextIO | None) -> None:  # noqa: ANN001

@@ -1,0 +1,159 @@
+"""Judging many steered variants of a few clips by next-token label probabilities, in batches.
+
+A :class:`ClipPool` holds clips asked one prompt (a track's P3 question, whose assistant
+prefix ends right before the answer). It prepares them once, runs the unsteered model once,
+and keeps each clip's hidden state entering every layer that will be steered. A steered
+variant (clip, feature, value) is one batch row (:class:`ard_core.steering.RowSteer`); rows
+are judged ``batch_rows`` at a time, one forward each and no generation: a row's answer is
+the label whose first token has the highest next-token logit (steer-eval's label judge), and
+its label probabilities are the full-vocabulary softmax at those tokens (as ``steer`` shows).
+
+Steering at layer l leaves layers 0..l-1 as they were, so a steered forward starts at layer
+l from the cached hidden state (the *tail* forward): at layer 6 of 8 it costs a quarter of a
+full forward, and the audio encoder never runs again. The tail forward hands the decoder a
+list of its last layers for the length of one call. That assumes the decoder does nothing
+between its input embeddings and its first layer but the layers (true of Qwen2 and Llama
+decoders), so each pool checks it once, unsteered, against the full forward; where they
+disagree the pool warns and runs full forwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ard_core.models.base import AudioLLM
+from ard_core.steering import RowSteer, steering_rows
+
+log = logging.getLogger(__name__)
+
+
+class Judged(NamedTuple):
+    """Label probabilities and answers of a batch of rows."""
+
+    probs: np.ndarray
+    """(R, Y) next-token probability of each label's first token (full-vocabulary softmax)."""
+    answer: np.ndarray
+    """(R,) index of the label with the highest logit."""
+
+
+def decoder_of(llm: AudioLLM) -> nn.Module:
+    """The module whose ``layers`` are ``llm.layers`` (the text decoder: embeddings in, normed states out)."""
+    for module in llm.model.modules():
+        if getattr(module, "layers", None) is llm.layers:
+            return module
+    raise TypeError(f"cannot find the module holding the decoder layers of {llm.name!r}")
+
+
+@contextmanager
+def _tail(decoder: nn.Module, start: int) -> Iterator[None]:
+    """The decoder runs only its layers start.. for the length of the block."""
+    full = decoder.layers
+    decoder.layers = nn.ModuleList(list(full)[start:])
+    try:
+        yield
+    finally:
+        decoder.layers = full
+
+
+def _judge(logits: torch.Tensor, label_ids: torch.Tensor) -> Judged:
+    """(R, V) last-position logits -> label probabilities and answers."""
+    logits = logits.float()
+    at = logits[:, label_ids.to(logits.device)]
+    probs = torch.softmax(logits, -1)[:, label_ids.to(logits.device)]
+    return Judged(probs.cpu().numpy(), at.argmax(-1).cpu().numpy())
+
+
+class ClipPool:
+    """Clips asked one prompt; answered unsteered once, then steered row by row (module docstring)."""
+
+    def __init__(self, llm: AudioLLM, audios: Sequence[np.ndarray], prompt: str, label_ids: Sequence[int],
+                 start_layers: Sequence[int], batch_rows: int = 32, check: bool = True) -> None:
+        if not audios:
+            raise ValueError("a clip pool needs at least one clip")
+        self.llm = llm
+        self.label_ids = torch.as_tensor(list(label_ids))
+        self.batch_rows = int(batch_rows)
+        self.inputs = llm.prepare(list(audios), [prompt] * len(audios))  # one call: one padded length
+        self.hidden: dict[int, torch.Tensor] = {}  # layer -> (P, S, d) hidden state entering it
+        self.decoder = decoder_of(llm)
+        logits = self._full_capture(sorted(set(start_layers)))
+        self.base = _judge(logits, self.label_ids)
+        self.tail_ok = self._check(logits) if check else True
+
+    def __len__(self) -> int:
+        return int(self.inputs["input_ids"].shape[0])
+
+    def _rows(self, idx: torch.Tensor) -> dict:
+        return {k: v[idx] for k, v in self.inputs.items() if isinstance(v, torch.Tensor)}
+
+    @torch.inference_mode()
+    def _full(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.llm.model(**self._rows(idx), use_cache=False).logits[:, -1]
+
+    @torch.inference_mode()
+    def _full_capture(self, layers: Sequence[int]) -> torch.Tensor:
+        """Unsteered last-position logits (P, V), caching the hidden state entering each of ``layers``."""
+        parts: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+        handles = []
+        for l in layers:
+            def pre(_m: nn.Module, args: tuple, kwargs: dict, l: int = l) -> None:
+                parts[l].append((args[0] if args else kwargs["hidden_states"]).detach())
+            handles.append(self.llm.layers[l].register_forward_pre_hook(pre, with_kwargs=True))
+        try:
+            logits = [self._full(torch.arange(i, min(i + self.batch_rows, len(self))))
+                      for i in range(0, len(self), self.batch_rows)]
+        finally:
+            for h in handles:
+                h.remove()
+        self.hidden = {l: torch.cat(p) for l, p in parts.items()}
+        return torch.cat(logits)
+
+    @torch.inference_mode()
+    def _tail_logits(self, idx: torch.Tensor, start: int) -> torch.Tensor:
+        with _tail(self.decoder, start):
+            out = self.decoder(inputs_embeds=self.hidden[start][idx], attention_mask=self.inputs["attention_mask"][idx],
+                               use_cache=False)
+        last = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        return self.llm.lm_head(last[:, -1])
+
+    def _check(self, full: torch.Tensor) -> bool:
+        """The tail forward from every cached layer reproduces the full forward's label probabilities."""
+        idx = torch.arange(min(len(self), self.batch_rows))
+        want = _judge(full[idx], self.label_ids).probs
+        tol = 1e-3 if full.dtype == torch.float32 else 2e-2
+        for start in self.hidden:
+            got = _judge(self._tail_logits(idx, start), self.label_ids).probs
+            if not np.allclose(got, want, atol=tol):
+                log.warning("the tail forward from layer %d disagrees with the full forward (max |dp| = %.2g); "
+                            "this model's steered variants run full forwards (slower)", start,
+                            float(np.abs(got - want).max()))
+                return False
+        return True
+
+    def steered(self, spec: RowSteer, clips: np.ndarray, positions: Sequence[str]) -> Judged:
+        """Rows (clip ``clips[i]`` steered by row i of ``spec``), judged ``batch_rows`` at a time."""
+        clips = np.asarray(clips, dtype=np.int64)
+        if len(clips) != len(spec.features):
+            raise ValueError(f"{len(clips)} clips but {len(spec.features)} steering rows")
+        if spec.layer not in self.hidden:
+            raise ValueError(f"layer {spec.layer} was not among the pool's start layers {sorted(self.hidden)}")
+        probs, answers = [], []
+        for i in range(0, len(clips), self.batch_rows):
+            idx = torch.as_tensor(clips[i : i + self.batch_rows])
+            part = RowSteer(spec.layer, spec.features[i : i + self.batch_rows], spec.values[i : i + self.batch_rows],
+                            spec.sae, spec.keep_error)
+            with steering_rows(self.llm, part, positions, self.inputs["input_ids"][idx],
+                               self.inputs["attention_mask"][idx]):
+                logits = self._tail_logits(idx, spec.layer) if self.tail_ok else self._full(idx)
+            j = _judge(logits, self.label_ids)
+            probs.append(j.probs)
+            answers.append(j.answer)
+        if not probs:
+            return Judged(np.zeros((0, len(self.label_ids))), np.zeros(0, np.int64))
+        return Judged(np.concatenate(probs), np.concatenate(answers))

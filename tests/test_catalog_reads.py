@@ -21,6 +21,7 @@ from ard_core.catalog import (
     ModelRow,
     NotFound,
     SaeRow,
+    SteerabilityRow,
     SteeringResultRow,
 )
 
@@ -56,9 +57,17 @@ def cat(tmp_path_factory: pytest.TempPathFactory):
     evals = [EvaluationRow("table4", "ard", A, "monosemanticity", 0.8, 0.1), EvaluationRow("table1", "ard", A, "f1", 0.5, None),
              EvaluationRow("table3", "pearson", "m", "r", 0.4, None), EvaluationRow("table3", "pearson", "x", "r", 0.9, None)]
     steering = [SteeringResultRow("f->m", "ard", A, 0, v, "label_prob", 0.1 * v, 4) for v in (8.0, 2.0)]
+    # feature A/0 steers gender->male best (3 of 4 at the smaller multiple beats 3 of 4 at a larger one);
+    # B/1 steers sound->cat on 1 of 2 and nothing on gender; A/2 was tried and flipped nothing
+    steer = [SteerabilityRow(A, 0, "gender", "male", 9.0, 0.75, 4, 3, 2.0, "c1", "P3", "name"),
+             SteerabilityRow(A, 0, "gender", "female", 18.0, 0.75, 4, 3, 4.0, "c2", "P3", "contrast"),
+             SteerabilityRow(A, 0, "sound", "dog", 4.0, 0.5, 2, 1, 1.0, "c3", "P3", "name"),
+             SteerabilityRow(B, 1, "sound", "cat", 3.0, 0.5, 2, 1, 1.0, "c1", "P3", "name+contrast"),
+             SteerabilityRow(B, 1, "gender", "male", 3.0, 0.0, 4, 0, 1.0, None, "P3", "contrast"),
+             SteerabilityRow(A, 2, "gender", "male", 5.0, 0.0, 4, 0, 1.0, None, "P3", "contrast")]
     path = root / "run" / "catalog.duckdb"
     with Catalog.open(path) as w:
-        for rows in (clips, saes, features, examples, lens, summary, enrich, evals, steering,
+        for rows in (clips, saes, features, examples, lens, summary, enrich, evals, steering, steer,
                      [ModelRow("m", "models/m", "X", 6, 16), ModelRow("a-model", "models/a", "X", 2, 8)]):
             w.upsert(rows)
     with Catalog.open(path, read_only=True) as c:
@@ -116,7 +125,7 @@ def test_concepts_page_filters_sorts_and_pages(cat: Catalog) -> None:
     page = cat.concepts_page(ConceptQuery(page_size=3, page=9))  # past the end: the last page
     assert (page.total, page.page, page.n_pages, [r.ref for r in page.rows]) == (4, 2, 2, [f"{A}/5"])
     row = cat.concepts_page(ConceptQuery(text="cat")).rows[0]
-    assert row == (B, 1, "cat", "a cat meowing #2", 3, 0.5, 1, 0.3)
+    assert row[:8] == (B, 1, "cat", "a cat meowing #2", 3, 0.5, 1, 0.3)
     assert cat.concepts_page(ConceptQuery(text="zebra")) == ([], 0, 1, 1)
     with pytest.raises(ValueError, match="cannot sort by 'f.rank; DROP'"):
         ConceptQuery(sort="f.rank; DROP")
@@ -168,6 +177,28 @@ def test_evaluation_and_steering_reads(cat: Catalog) -> None:
     assert [r.value for r in cat.evaluation_rows("table3", sae_id="m")] == [0.4]
     assert cat.evaluation_rows("table9") == []
     assert [r.value for r in cat.steering_results()] == [2.0, 8.0]
+
+
+def test_steerability_reads(cat: Catalog) -> None:
+    # a feature's rows, best first: the same flips at the smaller multiple first
+    assert [(r.track, r.target) for r in cat.steerability(f"{A}/0")] == [
+        ("gender", "male"), ("gender", "female"), ("sound", "dog")]
+    assert cat.steerability(f"{B}/9") == []
+    assert [r.ref for r in cat.steerability_for("gender", "male")] == [f"{A}/0", f"{A}/2", f"{B}/1"]
+    # the picker: features that steer the track (a flip), each by its best target
+    got = cat.steerable_features("gender", 10)
+    assert [(f.ref, f.name, f.best.target) for f in got] == [(f"{A}/0", "dog bark", "male")]
+    assert [f.ref for f in cat.steerable_features("sound", 10)] == [f"{A}/0", f"{B}/1"]
+    assert cat.steerability_tracks() == ["gender", "sound"]
+
+
+def test_concepts_sort_and_filter_by_steerability(cat: Catalog) -> None:
+    rows = cat.concepts_page(ConceptQuery(sort="steerability", descending=True)).rows
+    assert [r.ref for r in rows] == [f"{A}/0", f"{B}/1", f"{A}/2", f"{A}/5"]  # unmeasured last
+    assert rows[0].steers == "gender -> male 3/4" and rows[-1].steers == ""
+    assert _refs(cat, steer_track="gender") == [f"{A}/0"]  # B/1 and A/2 flipped nothing on gender
+    assert sorted(_refs(cat, steer_track="sound")) == [f"{A}/0", f"{B}/1"]
+    assert _refs(cat, min_steerability=0.6) == [f"{A}/0"]
 
 
 def test_a_read_only_catalog_serves_many_threads(cat: Catalog) -> None:

@@ -39,7 +39,7 @@ from ard_core.catalog.browse import (
 from ard_core.catalog.connect import CatalogError
 from ard_core.catalog.core import Catalog
 from ard_core.catalog.refs import FeatureRef, SaeIdParts, parse_feature_ref, parse_sae_id, sae_id_for
-from ard_core.catalog.results import EnrichmentStat
+from ard_core.catalog.results import EnrichmentStat, SteerableFeature
 from ard_core.catalog.rows import (
     ActivationIndexRow,
     AnnotationRow,
@@ -56,6 +56,7 @@ from ard_core.catalog.rows import (
     MethodScoreRow,
     ModelRow,
     SaeRow,
+    SteerabilityRow,
     SteeringResultRow,
 )
 from ard_core.catalog.schema import MIGRATIONS, SCHEMA_VERSION
@@ -66,7 +67,8 @@ __all__ = [
     "ClipCaptionRow", "ClipChoice", "ClipEmbeddingRow", "ClipFile", "ClipRow", "ConceptQuery", "ConceptRow",
     "ConceptsPage", "EnrichmentStat", "EvaluationRow", "FeatureExampleRow", "FeaturePage", "FeatureRef",
     "FeatureRow", "LensEnrichmentRow", "LensScoreRow", "LensSummaryRow", "MethodConceptRow", "MethodScoreRow",
-    "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeRow", "Session", "SteeringResultRow",
+    "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeRow", "Session", "SteerabilityRow", "SteerableFeature",
+    "SteeringResultRow",
     "annotations_path_for", "check_rating", "clean_annotator", "parse_feature_ref", "parse_sae_id",
     "sae_id_for", "session_id_for",
 ]

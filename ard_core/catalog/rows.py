@@ -168,6 +168,31 @@ class SteeringResultRow:
     judge: str
     sensitivity: float
     n: int
+    layer: int | None = None
+    best_layer: bool | None = None
+    sensitivity_all: float | None = None
+    n_all: int | None = None
+    probe_flip_rate: float | None = None
+
+
+@dataclass
+class SteerabilityRow:
+    sae_id: str
+    feature: int
+    track: str
+    target: str
+    value: float
+    flip_rate: float
+    n: int
+    flipped: int
+    multiple: float
+    clip_id: str | None
+    prompt_format: str
+    how: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.sae_id}/{self.feature}"
 
 
 @dataclass
@@ -196,6 +221,7 @@ TABLE_OF: dict[type, str] = {
     MethodConceptRow: "method_concepts",
     EvaluationRow: "evaluations",
     SteeringResultRow: "steering_results",
+    SteerabilityRow: "steerability",
     AnnotationRow: "annotations",
 }
 
@@ -217,5 +243,6 @@ PRIMARY_KEY: dict[str, tuple[str, ...]] = {
     "method_concepts": ("method", "sae_id", "feature", "seed"),
     "evaluations": ("table_name", "method", "sae_id", "metric"),
     "steering_results": ("mapping", "method", "sae_id", "feature", "value", "judge"),
+    "steerability": ("sae_id", "feature", "track", "target"),
     "annotations": ("annotator", "session_id", "sae_id", "feature"),
 }

@@ -32,7 +32,8 @@ STAGES: dict[str, Stage] = {
     "describe": Stage("precompute.describe", "caption top clips and name each feature's concept"),
     "evaluate": Stage("precompute.evaluate", "Hungarian-matched P/R/F1/mAP tables against references"),
     "lens": Stage("precompute.lens", "AudioLens logit-lens analyses and layer enrichment"),
-    "steer-eval": Stage("precompute.steer_eval", "steering sensitivity evaluation (Table 3)"),
+    "steerability": Stage("precompute.steerability", "the features that steer each track's answer to a target"),
+    "steer-eval": Stage("precompute.steer_eval", "steering sensitivity (Table 3), chosen on probe, judged on test"),
     "steer": Stage("precompute.steer", "steer one clip by clamping SAE features and print both answers"),
     "run": Stage("precompute.run", "run every pipeline stage in order, resuming finished ones"),
 }

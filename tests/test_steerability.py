@@ -183,3 +183,31 @@ def test_steer_eval_chooses_on_probe_and_test_clips_never_change_the_choice(worl
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
         assert {r.n_all for r in cat.steering_results()} == {2}  # the test split did change
     assert _choices(run) == first
+
+
+def test_steer_cli_json_is_one_object_on_the_last_line(world, measured, tiny_llm, capsys, monkeypatch):
+    from ard_core.steering import SteerSpec, steer
+    from precompute import cli
+
+    run, target, saes = world
+    best = measured[0]
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        clip = cat.clip(best.clip_id)
+    monkeypatch.setattr(ModelConfig, "load", lambda self, device: tiny_llm)  # the session's model, not a reload
+    argv = ["steer", "--config", str(run.path), "--audio", clip.path, "--feature", best.ref, "--value", str(best.value),
+            "--track", "gender", "--positions", "audio,prompt", "--max-new-tokens", "3"]
+    assert cli.main(argv + ["--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    prompt, labels = judge_prompt("gender", ["female", "male"])
+    sae = TopKSAE.load(saes[1].path)
+    want = steer(tiny_llm, load_audio(clip.path), tiny_llm.build_prompt(prompt.question, prompt.prefix),
+                 [SteerSpec(layer=2, values={PLANTED: best.value}, sae=sae)], positions=["audio", "prompt"],
+                 max_new_tokens=3, labels=list(labels))
+    assert set(got) == {"original", "steered"}
+    for name, out in (("original", want.original), ("steered", want.steered)):
+        assert got[name]["answer"] == out.text
+        assert got[name]["label_probs"] == pytest.approx(out.label_probs)
+    steered = got["steered"]["label_probs"]
+    assert max(steered, key=steered.get) == target  # the planted feature's value flips this probe clip
+    assert cli.main(argv) == 0  # the text output stays the default
+    assert not capsys.readouterr().out.strip().startswith("{")

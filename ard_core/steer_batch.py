@@ -10,7 +10,10 @@ its label probabilities are the full-vocabulary softmax at those tokens (as ``st
 
 Steering at layer l leaves layers 0..l-1 as they were, so a steered forward starts at layer
 l from the cached hidden state (the *tail* forward): at layer 6 of 8 it costs a quarter of a
-full forward, and the audio encoder never runs again. The tail forward hands the decoder a
+full forward, and the audio encoder never runs again. Layer l's own output is cached too, with
+each SAE's top-(K+1) pre-activations of it, so the change a row's steering makes there is known
+before the forward (:func:`ard_core.steering.set_delta`; a raw neuron's is its new value minus
+its old): no token is encoded by the SAE again. The tail forward hands the decoder a
 list of its last layers for the length of one call. That assumes the decoder does nothing
 between its input embeddings and its first layer but the layers (true of Qwen2 and Llama
 decoders), so each pool checks it once, unsteered, against the full forward; where they
@@ -28,7 +31,7 @@ import torch
 from torch import nn
 
 from ard_core.models.base import AudioLLM
-from ard_core.steering import RowSteer, steering_rows
+from ard_core.steering import RowSteer, position_mask, set_delta, steering_delta, steering_rows
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,8 @@ class ClipPool:
         self.batch_rows = int(batch_rows)
         self.inputs = llm.prepare(list(audios), [prompt] * len(audios))  # one call: one padded length
         self.hidden: dict[int, torch.Tensor] = {}  # layer -> (P, S, d) hidden state entering it
+        self.output: dict[int, torch.Tensor] = {}  # layer -> (P, S, d) its output, unsteered
+        self._tops: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (layer, id(sae)) -> top K+1
         self.decoder = decoder_of(llm)
         logits = self._full_capture(sorted(set(start_layers)))
         self.base = _judge(logits, self.label_ids)
@@ -98,21 +103,56 @@ class ClipPool:
 
     @torch.inference_mode()
     def _full_capture(self, layers: Sequence[int]) -> torch.Tensor:
-        """Unsteered last-position logits (P, V), caching the hidden state entering each of ``layers``."""
-        parts: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+        """Unsteered last-position logits (P, V), caching the hidden state entering and leaving each of ``layers``."""
+        ins: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+        outs: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
         handles = []
         for l in layers:
             def pre(_m: nn.Module, args: tuple, kwargs: dict, l: int = l) -> None:
-                parts[l].append((args[0] if args else kwargs["hidden_states"]).detach())
+                ins[l].append((args[0] if args else kwargs["hidden_states"]).detach())
+
+            def post(_m: nn.Module, _args: tuple, out: object, l: int = l) -> None:
+                outs[l].append((out[0] if isinstance(out, tuple) else out).detach())
             handles.append(self.llm.layers[l].register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(self.llm.layers[l].register_forward_hook(post))
         try:
             logits = [self._full(torch.arange(i, min(i + self.batch_rows, len(self))))
                       for i in range(0, len(self), self.batch_rows)]
         finally:
             for h in handles:
                 h.remove()
-        self.hidden = {l: torch.cat(p) for l, p in parts.items()}
+        self.hidden = {l: torch.cat(p) for l, p in ins.items()}
+        self.output = {l: torch.cat(p) for l, p in outs.items()}
         return torch.cat(logits)
+
+    @torch.inference_mode()
+    def _top(self, layer: int, sae: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, S, K+1) top pre-activations of ``sae`` on layer ``layer``'s output, high to low, and their latents."""
+        key = (layer, id(sae))
+        if key not in self._tops:
+            vals, idx = [], []
+            for x in self.output[layer]:  # one clip at a time: (S, d_sae) pre-activations stay small
+                v, i = sae.pre_acts(x).topk(sae.cfg.k + 1, dim=-1)
+                vals.append(v)
+                idx.append(i)
+            self._tops[key] = (torch.stack(vals), torch.stack(idx))
+        return self._tops[key]
+
+    def _delta(self, spec: RowSteer, idx: torch.Tensor) -> torch.Tensor:
+        """(B, S, d) change each row's steering makes to layer ``spec.layer``'s output (module docstring)."""
+        out = self.output[spec.layer][idx]
+        B, S, d = out.shape
+        feats = spec.features.to(out.device)
+        vals = spec.values.to(out.device, torch.float32)
+        if spec.sae is None:
+            delta = torch.zeros(B, S, d, dtype=torch.float32, device=out.device)
+            on = torch.nonzero(feats >= 0).flatten()
+            delta[on, :, feats[on]] = vals[on, None] - out[on, :, feats[on]].float()
+            return delta
+        top_v, top_i = self._top(spec.layer, spec.sae)
+        flat = set_delta(spec.sae, top_v[idx].reshape(B * S, -1), top_i[idx].reshape(B * S, -1),
+                         feats.repeat_interleave(S), vals.repeat_interleave(S))
+        return flat.reshape(B, S, d)
 
     @torch.inference_mode()
     def _tail_logits(self, idx: torch.Tensor, start: int) -> torch.Tensor:
@@ -152,9 +192,14 @@ class ClipPool:
             idx = torch.as_tensor(clips[i : i + self.batch_rows])
             part = RowSteer(spec.layer, spec.features[i : i + self.batch_rows], spec.values[i : i + self.batch_rows],
                             spec.sae, spec.keep_error)
-            with steering_rows(self.llm, part, positions, self.inputs["input_ids"][idx],
-                               self.inputs["attention_mask"][idx]):
-                logits = self._tail_logits(idx, spec.layer) if self.tail_ok else self._full(idx)
+            ids, mask = self.inputs["input_ids"][idx], self.inputs["attention_mask"][idx]
+            if self.tail_ok and spec.keep_error:
+                where = position_mask(self.llm, [p for p in positions if p != "generated"], ids, mask)
+                with torch.inference_mode(), steering_delta(self.llm, spec.layer, self._delta(part, idx), where):
+                    logits = self._tail_logits(idx, spec.layer)
+            else:
+                with steering_rows(self.llm, part, positions, ids, mask):
+                    logits = self._tail_logits(idx, spec.layer) if self.tail_ok else self._full(idx)
             j = _judge(logits, self.label_ids)
             probs.append(j.probs)
             answers.append(j.answer)

@@ -137,6 +137,36 @@ def steer_rows(x: torch.Tensor, rows: torch.Tensor, spec: RowSteer) -> torch.Ten
     return steered.to(x.dtype)
 
 
+def set_delta(sae: torch.nn.Module, top_vals: torch.Tensor, top_idx: torch.Tensor, features: torch.Tensor,
+              values: torch.Tensor) -> torch.Tensor:
+    """(n, d) change that setting ``features[i]`` to ``values[i]`` makes to token i's SAE output, from its
+    top-(K+1) pre-activations (``top_vals`` sorted high to low, ``top_idx`` their latents): steer_rows's
+    ``steered - base`` without encoding the token again. Feature -1 changes nothing.
+
+    With S the top K, kth its last and next the (K+1)-th: a feature in S set at least to next keeps S
+    (only its own activation moves); set below next it leaves and next enters. A feature outside S set
+    above kth enters and kth leaves; otherwise nothing changes.
+    """
+    k = sae.cfg.k
+    feats = features.clamp(min=0)
+    val = values.to(top_vals.dtype)
+    in_set = top_idx[:, :k] == feats[:, None]
+    has = in_set.any(1)
+    old = torch.where(in_set, top_vals[:, :k], torch.zeros_like(top_vals[:, :k])).sum(1)
+    kth_v, kth_i, nxt_v, nxt_i = top_vals[:, k - 1], top_idx[:, k - 1], top_vals[:, k], top_idx[:, k]
+    stays = has & (val >= nxt_v)
+    leaves = has & ~stays
+    enters = ~has & (val > kth_v)
+    a = torch.where(stays, val.relu() - old.relu(), torch.where(leaves, -old.relu(),
+                                                                torch.where(enters, val.relu(), 0.0)))
+    b = torch.where(leaves, nxt_v.relu(), torch.where(enters, -kth_v.relu(), 0.0))
+    other = torch.where(leaves, nxt_i, kth_i)
+    off = features < 0
+    a, b = a.masked_fill(off, 0.0), b.masked_fill(off, 0.0)
+    w = sae.W_dec.detach()
+    return (a[:, None] * w[feats] + b[:, None] * w[other]) / sae.cfg.input_scale
+
+
 def position_mask(llm: AudioLLM, positions: Sequence[str], input_ids: torch.Tensor,
                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """(B, S) bool: the prefill positions steered for ``positions`` ('audio', 'prompt')."""
@@ -205,6 +235,15 @@ def steering(llm: AudioLLM, specs: Sequence[SteerSpec], positions: Sequence[str]
     mask = position_mask(llm, positions, input_ids, attention_mask)
     edits = [(spec.layer, lambda v, _rows, spec=spec: steer_vectors(v, spec)) for spec in specs]
     with _hooked(llm, edits, mask, "generated" in positions):
+        yield
+
+
+@contextmanager
+def steering_delta(llm: AudioLLM, layer: int, delta: torch.Tensor, mask: torch.Tensor) -> Iterator[None]:
+    """The prefill output of ``layer`` gets ``delta`` (B, S, d) added at ``mask`` (B, S): a steering whose
+    change is known beforehand (:meth:`ard_core.steer_batch.ClipPool.steered`)."""
+    add = delta[mask]
+    with _hooked(llm, [(layer, lambda v, _rows: v + add.to(v.device, v.dtype))], mask, False):
         yield
 
 

@@ -236,9 +236,9 @@ class SteerabilityConfig:
     """Candidates per SAE and target by probe contrast (mean r on target clips minus on the others)."""
     multiples: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
     """Steering values: the decoder row adds this multiple of the layer's median token norm."""
-    screen_clips: int = 4
+    screen_clips: int = 3
     """Clips every candidate and value is judged on first."""
-    finalists: int = 3
+    finalists: int = 2
     """Candidates per target (best on the screen) judged on the rest of the clips."""
     positions: list[str] = field(default_factory=lambda: ["audio", "prompt"])
     """Where to steer (the label judge reads the prefill, so 'generated' adds nothing)."""

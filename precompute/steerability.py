@@ -16,14 +16,17 @@ What keeps it to about a minute on the demo (2 CPU cores):
   ``batch_rows`` steered variants, no generation (:class:`ard_core.steer_batch.ClipPool`);
 - each track's ``pool_clips`` clips are prepared and answered unsteered once, and a steered
   forward starts at the steered layer from their cached hidden state;
+- the change a steered feature makes at its layer is computed from that layer's cached output
+  and the SAE's cached top-(K+1) pre-activations, so no token is encoded again;
 - few candidates (by default one named and one by contrast per SAE and target), three
   values, and at most ``clips_per_target`` clips per target, of which every candidate and
   value first sees ``screen_clips`` and only the ``finalists`` best see the rest (the other
   candidates keep their screen result, with its smaller n).
 
-On the demo that is 38 targets x about 18 candidates x 3 values; the stage prints the
-number of steered variants it judged and its time, and ``OUT_DIR/steerability/README.md``
-lists the best feature per track and target.
+On the demo that is 38 targets x about 18 candidates x 3 values x 3 screen clips, then 2
+finalists x 3 values x 13 more clips: about 8,000 steered variants. The stage prints how
+many it judged and its time (wall and CPU), and ``OUT_DIR/steerability/README.md`` lists the
+best feature per track and target.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def to_row(r: SweepResult, track: str, target: str, fmt: str, pool_clips: Sequen
 def steerability(run: RunConfig, model_cfg: ModelConfig | None, cfg: SteerabilityConfig,
                  llm: AudioLLM | None = None, embed: EmbedFn | None = None) -> Path:
     """Measure every track's targets into the catalog's ``steerability`` table and the report."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     device = resolve_device(run.run.device)
     handover.save(run, cfg)
     embed = embed or handover.load(run, EvaluateConfig).build_embedder(handover.load(run, ScoreConfig), device)
@@ -211,8 +214,9 @@ def steerability(run: RunConfig, model_cfg: ModelConfig | None, cfg: Steerabilit
             cat.delete_where("steerability")
             cat.upsert(rows)
     out = write_report(run.run.out_dir / "steerability", rows, names, cfg, judged)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"steerability: {len(rows)} candidates over {len({(r.track, r.target) for r in rows})} targets; "
-          f"{judged} steered variants judged in {time.perf_counter() - t0:.1f} s")
+          f"{judged} steered variants judged in {wall:.1f} s ({cpu:.1f} s CPU)")
     return out
 
 

@@ -19,11 +19,13 @@ that its decoder row adds m x the median token norm at that layer (m x norm x in
 target (:class:`ard_core.steer_batch.ClipPool`), sparingly: every candidate and value first
 on ``screen_clips`` of them, then only the ``finalists`` best on the rest. A candidate's
 result is its best value (most flips, then the smallest multiple), the flips and the clips
-it was judged on.
+it was judged on. Results judged on different numbers of clips rank by the Wilson lower bound
+of their flip rate (:func:`wilson_lower`), so 3 of 3 screen clips does not outrank 15 of 16.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from typing import Mapping, NamedTuple, Sequence
@@ -69,6 +71,20 @@ class SweepResult(NamedTuple):
     @property
     def flip_rate(self) -> float:
         return self.flipped / self.n if self.n else 0.0
+
+    @property
+    def flip_lower(self) -> float:
+        return wilson_lower(self.flipped, self.n)
+
+
+def wilson_lower(k: int, n: int, z: float = 1.96) -> float:
+    """The 95% Wilson lower bound of a rate of k in n: what results judged on different n rank by."""
+    if n <= 0:
+        return 0.0
+    p = k / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - margin) / (1 + z * z / n)
 
 
 # -- prompts and clips ------------------------------------------------------------------------

@@ -70,7 +70,8 @@ class Choice(NamedTuple):
     feature: int
     value: float
     probe_flip_rate: float
-    probe_flipped: int
+    probe_flip_lower: float
+    """The rate's Wilson lower bound (what the best layer is chosen by)."""
     multiple: float
     """The value as a multiple of the layer's median token norm."""
 
@@ -98,7 +99,7 @@ def ard_choices(cat: Catalog, saes: Sequence[SaeRow], track: str, target: str) -
     for r in rows:
         layer = layer_of.get(r.sae_id)
         if layer is not None and layer not in out:
-            out[layer] = Choice("ard", layer, r.sae_id, r.feature, r.value, r.flip_rate, r.flipped, r.multiple)
+            out[layer] = Choice("ard", layer, r.sae_id, r.feature, r.value, r.flip_rate, r.flip_lower, r.multiple)
     return [out[l] for l in sorted(out)]
 
 
@@ -128,17 +129,17 @@ def poly_choices(probe: Probe, store: ActivationStore, probe_clips: Sequence[Cli
         cand = Candidate(None, layer, top[0], "contrast")
         res = sweep(probe.pool, {}, [cand], {cand: values_for(None, top[0], st.multiples, norm)}, st.multiples, t,
                     movable, len(movable), 0, st.positions)[0]
-        out.append(Choice("poly", layer, poly_id(model, layer), top[0], res.value, res.flip_rate, res.flipped,
+        out.append(Choice("poly", layer, poly_id(model, layer), top[0], res.value, res.flip_rate, res.flip_lower,
                           res.multiple))
     return out
 
 
 def best_layer(choices: Sequence[Choice]) -> int | None:
-    """The layer whose choice ranks first as steerability ranks rows: flip rate, flips, the smaller multiple,
-    then the shallower layer."""
+    """The layer whose choice ranks first as steerability ranks rows: the flip rate's lower bound, the rate,
+    the smaller multiple, then the shallower layer."""
     if not choices:
         return None
-    return min(choices, key=lambda c: (-c.probe_flip_rate, -c.probe_flipped, abs(c.multiple), c.layer)).layer
+    return min(choices, key=lambda c: (-c.probe_flip_lower, -c.probe_flip_rate, abs(c.multiple), c.layer)).layer
 
 
 @torch.inference_mode()

@@ -189,7 +189,7 @@ def measure_track(llm: AudioLLM, scene: Scene, track: str, cfg: SteerabilityConf
 def to_row(r: SweepResult, track: str, target: str, fmt: str, pool_clips: Sequence[ClipRow]) -> SteerabilityRow:
     c = r.candidate
     return SteerabilityRow(str(c.sae_id), c.feature, track, target, r.value, r.flip_rate, r.n, r.flipped, r.multiple,
-                           pool_clips[r.clip].clip_id if r.clip >= 0 else None, fmt, c.how)
+                           pool_clips[r.clip].clip_id if r.clip >= 0 else None, fmt, c.how, r.flip_lower)
 
 
 def steerability(run: RunConfig, model_cfg: ModelConfig | None, cfg: SteerabilityConfig,
@@ -223,7 +223,7 @@ def steerability(run: RunConfig, model_cfg: ModelConfig | None, cfg: Steerabilit
 def write_report(out_dir: Path, rows: Sequence[SteerabilityRow], names: dict[str, str], cfg: SteerabilityConfig,
                  judged: int) -> Path:
     best: dict[tuple[str, str], SteerabilityRow] = {}
-    for r in sorted(rows, key=lambda r: (-r.flip_rate, -r.flipped, abs(r.multiple), r.sae_id, r.feature)):
+    for r in sorted(rows, key=lambda r: (-r.flip_lower, -r.flip_rate, abs(r.multiple), r.sae_id, r.feature)):
         best.setdefault((r.track, r.target), r)
     lines = ["# Steerability (probe split)", "",
              f"Candidates per SAE and target: {cfg.named_per_sae} named + {cfg.contrast_per_sae} by contrast; values "

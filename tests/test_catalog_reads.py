@@ -25,6 +25,8 @@ from ard_core.catalog import (
     SteeringResultRow,
 )
 
+from ard_core.steerability import wilson_lower
+
 A, B, C = "m-l1-e4", "m-l3-e2", "m-l3-e4"
 
 
@@ -57,14 +59,19 @@ def cat(tmp_path_factory: pytest.TempPathFactory):
     evals = [EvaluationRow("table4", "ard", A, "monosemanticity", 0.8, 0.1), EvaluationRow("table1", "ard", A, "f1", 0.5, None),
              EvaluationRow("table3", "pearson", "m", "r", 0.4, None), EvaluationRow("table3", "pearson", "x", "r", 0.9, None)]
     steering = [SteeringResultRow("f->m", "ard", A, 0, v, "label_prob", 0.1 * v, 4) for v in (8.0, 2.0)]
-    # feature A/0 steers gender->male best (3 of 4 at the smaller multiple beats 3 of 4 at a larger one);
-    # B/1 steers sound->cat on 1 of 2 and nothing on gender; A/2 was tried and flipped nothing
-    steer = [SteerabilityRow(A, 0, "gender", "male", 9.0, 0.75, 4, 3, 2.0, "c1", "P3", "name"),
-             SteerabilityRow(A, 0, "gender", "female", 18.0, 0.75, 4, 3, 4.0, "c2", "P3", "contrast"),
-             SteerabilityRow(A, 0, "sound", "dog", 4.0, 0.5, 2, 1, 1.0, "c3", "P3", "name"),
-             SteerabilityRow(B, 1, "sound", "cat", 3.0, 0.5, 2, 1, 1.0, "c1", "P3", "name+contrast"),
-             SteerabilityRow(B, 1, "gender", "male", 3.0, 0.0, 4, 0, 1.0, None, "P3", "contrast"),
-             SteerabilityRow(A, 2, "gender", "male", 5.0, 0.0, 4, 0, 1.0, None, "P3", "contrast")]
+    # feature A/0 steers gender->male best: 9 of 12 beats 2 of 2 (a flip rate's lower bound ranks, not the rate)
+    # and beats the same flips at a larger multiple; B/1 steers sound->cat on 1 of 2 and nothing on gender;
+    # A/2 was tried and flipped nothing
+    def st(sae, k, track, target, value, flipped, n, mult, clip, how):
+        return SteerabilityRow(sae, k, track, target, value, flipped / n, n, flipped, mult, clip, "P3", how,
+                               wilson_lower(flipped, n))
+
+    steer = [st(A, 0, "gender", "male", 9.0, 9, 12, 2.0, "c1", "name"),
+             st(A, 0, "gender", "female", 18.0, 9, 12, 4.0, "c2", "contrast"),
+             st(A, 0, "sound", "dog", 4.0, 2, 2, 1.0, "c3", "name"),
+             st(B, 1, "sound", "cat", 3.0, 1, 2, 1.0, "c1", "name+contrast"),
+             st(B, 1, "gender", "male", 3.0, 0, 4, 1.0, None, "contrast"),
+             st(A, 2, "gender", "male", 5.0, 0, 4, 1.0, None, "contrast")]
     path = root / "run" / "catalog.duckdb"
     with Catalog.open(path) as w:
         for rows in (clips, saes, features, examples, lens, summary, enrich, evals, steering, steer,
@@ -180,9 +187,10 @@ def test_evaluation_and_steering_reads(cat: Catalog) -> None:
 
 
 def test_steerability_reads(cat: Catalog) -> None:
-    # a feature's rows, best first: the same flips at the smaller multiple first
+    # a feature's rows, best first: 2 of 2 after 9 of 12, the same flips at the smaller multiple first
     assert [(r.track, r.target) for r in cat.steerability(f"{A}/0")] == [
         ("gender", "male"), ("gender", "female"), ("sound", "dog")]
+    assert wilson_lower(2, 2) < wilson_lower(9, 12) < 0.75 and wilson_lower(0, 4) == 0.0
     assert cat.steerability(f"{B}/9") == []
     assert [r.ref for r in cat.steerability_for("gender", "male")] == [f"{A}/0", f"{A}/2", f"{B}/1"]
     # the picker: features that steer the track (a flip), each by its best target
@@ -195,7 +203,7 @@ def test_steerability_reads(cat: Catalog) -> None:
 def test_concepts_sort_and_filter_by_steerability(cat: Catalog) -> None:
     rows = cat.concepts_page(ConceptQuery(sort="steerability", descending=True)).rows
     assert [r.ref for r in rows] == [f"{A}/0", f"{B}/1", f"{A}/2", f"{A}/5"]  # unmeasured last
-    assert rows[0].steers == "gender -> male 3/4" and rows[-1].steers == ""
+    assert rows[0].steers == "gender -> male 9/12" and rows[-1].steers == ""
     assert _refs(cat, steer_track="gender") == [f"{A}/0"]  # B/1 and A/2 flipped nothing on gender
     assert sorted(_refs(cat, steer_track="sound")) == [f"{A}/0", f"{B}/1"]
     assert _refs(cat, min_steerability=0.6) == [f"{A}/0"]

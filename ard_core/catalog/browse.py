@@ -32,7 +32,7 @@ _CONCEPT_SORTS = {  # sort key -> SQL expression (a whitelist: user text is neve
     "layer": "s.layer",
     "feature": "f.feature",
     "name": "lower(f.name)",
-    "steerability": "st.flip_rate",
+    "steerability": "st.flip_lower",
 }
 CONCEPT_SORTS: tuple[str, ...] = tuple(_CONCEPT_SORTS)
 """The keys :class:`ConceptQuery` may sort by."""

@@ -113,23 +113,23 @@ class ResultReads(CatalogBase):
 
     # -- steerability ----------------------------------------------------------------------------
     def steerability(self, ref: str | FeatureRef) -> list[SteerabilityRow]:
-        """The feature's steerability rows, best first (flip rate, flips, smaller multiple, track, target)."""
+        """The feature's steerability rows, best first (flip_lower, flip rate, smaller multiple, track, target)."""
         fr = parse_feature_ref(str(ref))
         return self.rows(SteerabilityRow, "sae_id = ? AND feature = ?", [fr.sae_id, fr.feature],
-                         order_by="flip_rate DESC, flipped DESC, abs(multiple), track, target")
+                         order_by="flip_lower DESC, flip_rate DESC, abs(multiple), track, target")
 
     def steerability_for(self, track: str, target: str) -> list[SteerabilityRow]:
         """Every candidate measured for steering ``track`` to ``target``, best first."""
         return self.rows(SteerabilityRow, "track = ? AND target = ?", [track, target],
-                         order_by="flip_rate DESC, flipped DESC, abs(multiple), sae_id, feature")
+                         order_by="flip_lower DESC, flip_rate DESC, abs(multiple), sae_id, feature")
 
     def steerable_features(self, track: str, limit: int) -> list[SteerableFeature]:
         """The ``limit`` features that steer ``track`` best (each by its best target), flips > 0 only."""
         rows = self.query(
             "SELECT s.*, f.name AS feature_name FROM steerability s LEFT JOIN features f USING (sae_id, feature) "
             "WHERE s.track = ? AND s.flipped > 0 QUALIFY row_number() OVER (PARTITION BY s.sae_id, s.feature "
-            "ORDER BY s.flip_rate DESC, s.flipped DESC, abs(s.multiple), s.target) = 1 "
-            "ORDER BY s.flip_rate DESC, s.flipped DESC, abs(s.multiple), s.sae_id, s.feature LIMIT ?",
+            "ORDER BY s.flip_lower DESC, s.flip_rate DESC, abs(s.multiple), s.target) = 1 "
+            "ORDER BY s.flip_lower DESC, s.flip_rate DESC, abs(s.multiple), s.sae_id, s.feature LIMIT ?",
             [track, int(limit)])
         out = []
         for r in rows:

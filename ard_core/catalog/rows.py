@@ -189,6 +189,8 @@ class SteerabilityRow:
     clip_id: str | None
     prompt_format: str
     how: str
+    flip_lower: float
+    """95% Wilson lower bound of flip_rate over n: the ranking key (3 of 3 ranks below 15 of 16)."""
 
     @property
     def ref(self) -> str:

@@ -89,14 +89,13 @@ def poly_id(model: str, layer: int) -> str:
 
 
 def ard_choices(cat: Catalog, saes: Sequence[SaeRow], track: str, target: str) -> list[Choice]:
-    """Per layer, its SAEs' best steerability row for the target (rows come best first)."""
+    """Per layer, its SAEs' best steerability row for the target (rows come best first); none when every
+    probe clip was already answered with the target."""
+    if track not in cat.steerability_tracks():
+        raise ConfigError(f"no steerability rows for the {track!r} track; run the steerability stage with it first")
     layer_of = {s.sae_id: s.layer for s in saes}
-    rows = cat.steerability_for(track, target)
-    if not rows:
-        raise ConfigError(f"no steerability rows for {track} -> {target}; run the steerability stage with the "
-                          f"{track!r} track first")
     out: dict[int, Choice] = {}
-    for r in rows:
+    for r in cat.steerability_for(track, target):
         layer = layer_of.get(r.sae_id)
         if layer is not None and layer not in out:
             out[layer] = Choice("ard", layer, r.sae_id, r.feature, r.value, r.flip_rate, r.flip_lower, r.multiple)
@@ -205,10 +204,14 @@ def eval_mapping(ctx: Context, mapping: str, probes: dict, choices_cache: dict) 
     if (track, target) not in choices_cache:
         probe_clips = [c for c in ctx.clips if c.split == ctx.st.split]
         layers = sorted({s.layer for s in ctx.saes})
-        choices_cache[(track, target)] = (
-            ard_choices(ctx.cat, ctx.saes, track, target)
-            + poly_choices(probes[track], ctx.store, probe_clips, layers, ctx.saes[0].model, track, target, ctx.st))
+        ard = ard_choices(ctx.cat, ctx.saes, track, target)
+        choices_cache[(track, target)] = ard + (poly_choices(probes[track], ctx.store, probe_clips, layers,
+                                                             ctx.saes[0].model, track, target, ctx.st) if ard else [])
     choices: list[Choice] = choices_cache[(track, target)]
+    if not choices:
+        log.warning("%s: every probe clip is already answered %r, so steerability chose nothing; skipped",
+                    mapping, target)
+        return []
     src = [c for c in ctx.clips if c.split == ctx.cfg.split and c.labels.get(track) == source][: ctx.cfg.max_samples]
     if not src:
         raise ConfigError(f"no {ctx.cfg.split!r} clip is labelled {track}={source!r}; mapping {mapping!r} needs some")

@@ -251,7 +251,8 @@ def build_ui_run(root: Path) -> UiRun:
     with Catalog.open(run / "catalog.duckdb") as cat:
         cat.upsert(clips)
         cat.upsert([ModelRow(MODEL_NAME, str(model_dir), "Qwen2AudioAdapter", 4, D_MODEL)])
-        for rows in (sae_rows, feature_rows, example_rows, lens_rows, summary_rows, enrich_rows, evals, steering, steer):
+        for rows in (sae_rows, feature_rows, example_rows, lens_rows, summary_rows, enrich_rows, evals, steering,
+                     steer):
             cat.upsert(rows)
     return UiRun(root, run / "catalog.duckdb", model_dir, clips_dir, tuple(r.sae_id for r in sae_rows))
 

@@ -140,10 +140,12 @@ def named_candidates(names: Sequence[str], sims: np.ndarray, wanted: set[str], n
 
 def clip_scores(store: ActivationStore, layer: int, clip_ids: Sequence[str], saes: Mapping[str, torch.nn.Module],
                 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
-    """r = mu x c per clip: ({sae_id: (clips, d_sae)}, raw neurons (clips, d), median token norm)."""
+    """r = mu x c per clip: ({sae_id: (clips, d_sae)}, raw neurons (clips, d), median token norm).
+    A clip with no stored tokens scores 0 everywhere."""
     xs = [torch.from_numpy(store.clip_tokens(layer, c).astype(np.float32)) for c in clip_ids]
-    norm = float(torch.cat(xs).norm(dim=1).median()) if xs else 0.0
-    keep = [x if len(x) else torch.zeros(1, store.d_model) for x in xs]  # a clip with no tokens scores 0
+    empty = np.array([len(x) == 0 for x in xs], dtype=bool)
+    norm = float(torch.cat(xs).norm(dim=1).median()) if xs and not empty.all() else 0.0
+    keep = [x if len(x) else torch.zeros(1, store.d_model) for x in xs]
     poly = clip_stats_dense(keep)
     out = {}
     with torch.inference_mode():
@@ -151,7 +153,10 @@ def clip_scores(store: ActivationStore, layer: int, clip_ids: Sequence[str], sae
             lat = [sae.encode(x) for x in keep]
             st = clip_stats_sparse([a for a, _ in lat], [i for _, i in lat], sae.cfg.d_sae)
             out[sae_id] = (st.mean_act * st.coverage).numpy()
-    return out, (poly.mean_act * poly.coverage).numpy(), norm
+            out[sae_id][empty] = 0.0
+    r_poly = (poly.mean_act * poly.coverage).numpy()
+    r_poly[empty] = 0.0
+    return out, r_poly, norm
 
 
 def contrast(r: np.ndarray, labels: Sequence[str], target: str) -> np.ndarray:

@@ -42,7 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ard_core.audio import load_audio
-from ard_core.catalog import Catalog, ClipRow, FeatureRow, SaeRow, SteerabilityRow
+from ard_core.catalog import Catalog, ClipRow, SaeRow, SteerabilityRow, parse_feature_ref
 from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.durable import write_text
 from ard_core.evaluation import EmbedFn, cosine_matrix, references
@@ -137,11 +137,13 @@ def build_scene(cat: Catalog, store: ActivationStore, run: RunConfig, cfg: Steer
     for r in references(clips, ev.reference_text, ev.reference_splits):
         if r.track in present:
             refs.setdefault(r.track, {})[r.label] = r.text
+    names = cat.feature_names(cat.named_features())  # ref -> name of every named feature
     named = {}
     for s in saes:
-        rows = [f for f in cat.rows(FeatureRow, "sae_id = ? AND name IS NOT NULL AND trim(name) <> ''", [s.sae_id])]
-        names = [f.name for f in rows]
-        named[s.sae_id] = Named([f.feature for f in rows], names, embed(names) if names else np.zeros((0, 1)))
+        mine = sorted((parse_feature_ref(ref).feature, name) for ref, name in names.items()
+                      if parse_feature_ref(ref).sae_id == s.sae_id)
+        texts = [n for _, n in mine]
+        named[s.sae_id] = Named([k for k, _ in mine], texts, embed(texts) if texts else np.zeros((0, 1)))
     return Scene(saes, models, probe, scores, norms, named, refs, embed, present)
 
 

@@ -20,7 +20,7 @@ The references themselves (:func:`references`: one per labelled (track, label), 
 :func:`label_phrase`, never by the captions the names come from), the
 text embedder that puts names and references in one space (:class:`TextEmbedder`) and
 the SAE the Table 1 baselines are compared on (:func:`table1_sae`) are here too, so
-that the describe, evaluate and steer-eval stages share them without importing each other.
+that the describe, evaluate and steerability stages share them without importing each other.
 """
 
 from __future__ import annotations

@@ -59,15 +59,3 @@ def bootstrap(data: np.ndarray, statistic: Statistic | None = None, *, n_resampl
     s = np.concatenate(stats)
     lo, hi = np.quantile(s, [(1 - level) / 2, (1 + level) / 2])
     return Spread(value, float(s.std(ddof=1)) if len(s) > 1 else 0.0, float(lo), float(hi), n)
-
-
-def best_mean_statistic(batch: np.ndarray) -> np.ndarray:
-    """Table 3's figure from (R, samples, features, values) 0/1 outcomes: the best value's mean over
-    features of each feature's share of hits."""
-    return batch.mean(axis=1).mean(axis=1).max(axis=-1)
-
-
-def table3_spread(hits: np.ndarray, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Spread:
-    """Table 3's sensitivity of one (mapping, method) with its bootstrap over the source samples:
-    ``hits`` (samples, features, values) is 1 where steering that feature at that value moved the sample."""
-    return bootstrap(hits, best_mean_statistic, n_resamples=n_resamples, seed=seed)

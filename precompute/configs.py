@@ -235,28 +235,76 @@ class LensConfig:
 
 
 @dataclass
+class SteerabilityConfig:
+    """The ``[steerability]`` table (the stage's module docstring says how its cost is kept down)."""
+
+    stage: ClassVar[str] = "steerability"
+    saved_as: ClassVar[str] = "steerability/steerability_cfg.json"
+
+    tracks: list[str] | None = None
+    """Tracks to measure; None = every track with a P3 question whose labels the clips carry."""
+    split: str = "probe"
+    """Split whose clips the candidates and values are chosen on (never the test split)."""
+    pool_clips: int = 24
+    """Clips per track (balanced over its labels, seeded order) asked the track's P3 question."""
+    clips_per_target: int = 16
+    """Most pool clips judged per target: those whose unsteered answer is not the target."""
+    named_per_sae: int = 1
+    """Named candidates per SAE and target (name matching the target's reference phrase)."""
+    contrast_per_sae: int = 1
+    """Candidates per SAE and target by probe contrast (mean r on target clips minus on the others)."""
+    multiples: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    """Steering values: the decoder row adds this multiple of the layer's median token norm."""
+    screen_clips: int = 3
+    """Clips every candidate and value is judged on first."""
+    finalists: int = 2
+    """Candidates per target (best on the screen) judged on the rest of the clips."""
+    positions: list[str] = field(default_factory=lambda: ["audio", "prompt"])
+    """Where to steer (the label judge reads the prefill, so 'generated' adds nothing)."""
+    batch_rows: int = 64
+    """Steered variants (clip, feature, value) per forward."""
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.tracks or [] if t not in TRACKS]
+        if bad:
+            raise ConfigError(f"[steerability].tracks {bad} unknown; use {list(TRACKS)}")
+        if self.split == "test":
+            raise ConfigError("[steerability].split must not be 'test': steer-eval judges the chosen values there")
+        for key in ("pool_clips", "clips_per_target", "screen_clips", "batch_rows"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[steerability].{key} must be >= 1")
+        if self.named_per_sae < 0 or self.contrast_per_sae < 0 or self.named_per_sae + self.contrast_per_sae < 1:
+            raise ConfigError("[steerability].named_per_sae and contrast_per_sae must be >= 0, and not both 0")
+        if self.finalists < 0:
+            raise ConfigError("[steerability].finalists must be >= 0")
+        if not self.multiples or any(not m > 0 for m in self.multiples):
+            raise ConfigError(f"[steerability].multiples {self.multiples} must be positive numbers")
+        bad = [p for p in self.positions if p not in ("audio", "prompt")]
+        if bad or not self.positions:
+            raise ConfigError(f"[steerability].positions {self.positions}: use 'audio' and/or 'prompt'")
+
+
+@dataclass
 class SteerEvalConfig:
-    """The ``[steer_eval]`` table."""
+    """The ``[steer_eval]`` table. The candidates, values and steering positions are the
+    steerability stage's (its saved copy); steer-eval only judges its choices on ``split``."""
 
     stage: ClassVar[str] = "steer-eval"
     saved_as: ClassVar[str] = "steering/steer_eval_cfg.json"
 
-    mappings: list[str] = field(default_factory=lambda: ["neutral->happy", "sad->happy", "happy->angry", "female->male"])
+    mappings: list[str] = field(default_factory=lambda: ["neutral->happy", "sad->happy", "happy->angry",
+                                                         "female->male", "male->female"])
     """SOURCE->TARGET label pairs (one track each)."""
     split: str = "test"
-    """Split whose source samples are steered."""
+    """Split whose source samples are steered with the (feature, value) chosen on the probe split."""
     max_samples: int | None = None
     """Cap on source samples per mapping (None = all)."""
-    features_per_mapping: int = 3
-    """Features (and poly neurons) selected per mapping by name similarity to the target."""
-    multiples: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])
-    """Steering values as multiples of each feature's max activation."""
-    positions: list[str] = field(default_factory=lambda: ["audio", "prompt"])
-    """Where to steer (the label judge reads the prefill, so 'generated' adds nothing there)."""
     judge: str = "label_prob"
     """'label_prob' (offline) or 'llm' (the describe stage's [describe.summarizer] endpoint)."""
-    batch_size: int = 16
-    """Clips per forward."""
+    batch_rows: int = 64
+    """Steered clips per forward."""
+    bootstrap: int = 1000
+    """Resamples of the source samples behind each Table 3 figure's spread."""
 
     def __post_init__(self) -> None:
         for m in self.mappings:
@@ -264,5 +312,5 @@ class SteerEvalConfig:
                 raise ConfigError(f"[steer_eval].mappings entry {m!r} must look like 'source->target'")
         if self.judge not in ("label_prob", "llm"):
             raise ConfigError("[steer_eval].judge: use 'label_prob' or 'llm'")
-        if self.features_per_mapping < 1 or not self.multiples or self.batch_size < 1:
-            raise ConfigError("[steer_eval] needs features_per_mapping >= 1, batch_size >= 1 and some multiples")
+        if self.batch_rows < 1 or self.bootstrap < 1 or (self.max_samples is not None and self.max_samples < 1):
+            raise ConfigError("[steer_eval] needs batch_rows >= 1, bootstrap >= 1 and max_samples >= 1 (or left out)")

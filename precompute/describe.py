@@ -11,7 +11,7 @@ for the Table 1 SAE also the baselines' top-C features ('mean_act', 'coverage',
 'poly') and the 'random' representatives of the ard top-C, one naming per seed
 (``method_concepts``). C is the ``top_c`` the score stage ran with (its saved
 ``score/score_cfg.json``), and the Table 1 SAE chosen here is recorded in
-``describe/table1.json`` for evaluate and steer-eval.
+``describe/table1.json`` for evaluate.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ The files handed over, all under ``[run].out_dir``:
 - ``dataset/manifest.csv``: the clips, from the dataset stage (read by extract and lens);
 - each stage's saved config copy (``ScoreConfig.saved_as``, ...; :mod:`precompute.configs`);
 - ``describe/table1.json``: the SAE whose baselines describe named for Table 1
-  (:class:`Table1Choice`), which evaluate and steer-eval then score;
+  (:class:`Table1Choice`), which evaluate then scores;
 - ``stages/NAME.time.json``: how long each stage's last completed run took (written by ``run``,
   read by ``report``; :func:`stage_time`).
 
@@ -36,7 +36,7 @@ class StageOutputMissing(FileNotFoundError):
 @dataclass
 class Table1Choice:
     """The SAE describe chose for Table 1 (``[describe].table1_sae``, or the deepest layer's
-    expansion nearest 8); evaluate and steer-eval score the baselines describe named on it."""
+    expansion nearest 8); evaluate scores the baselines describe named on it."""
 
     stage: ClassVar[str] = "describe"
     saved_as: ClassVar[str] = "describe/table1.json"

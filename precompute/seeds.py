@@ -42,7 +42,7 @@ from precompute.run import config_hash, invalidate_from, marker, run_stage
 
 log = logging.getLogger(__name__)
 
-SEED_STAGES = ("train-sae", "score", "describe", "evaluate", "steer-eval")
+SEED_STAGES = ("train-sae", "score", "describe", "evaluate", "steerability", "steer-eval")
 SHARED_ROWS = (ClipRow, ModelRow, ActivationIndexRow, ClipEmbeddingRow, ClipCaptionRow)
 """Catalog rows a seed's run starts from: none depends on the SAE seed."""
 AGGREGATED = (("table1", "per_clip"), ("table1_gap", "per_clip"), ("table4", "run"), ("steering", "run"))

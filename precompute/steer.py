@@ -4,32 +4,42 @@
         --feature tiny-audiollm-l6-e8/123 --value 8 --track gender
 
 ``--feature``/``--value`` repeat (pairs in order). With ``--track`` the prompt is
-that track's P3 prompt (Table I) and the labels' next-token probabilities are
+that track's P3 prompt (Table I; for emotion with 'neutral' among the labels, P3n: the
+question the steerability stage judges by) and the labels' next-token probabilities are
 printed for both runs; otherwise ``--prompt`` (and optional ``--prefix``).
+
+``--json`` prints, as the last line, one JSON object
+``{"original": {"answer": ..., "label_probs": {...}}, "steered": {...}}`` (``label_probs``
+is null without ``--track``); the text output stays the default.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from ard_core.audio import load_audio
-from ard_core.catalog import Catalog
-from ard_core.config import ConfigError, resolve_device
+from ard_core.catalog import Catalog, ClipRow
+from ard_core.config import ConfigError, RunConfig, resolve_device
 from ard_core.models import ModelConfig
-from ard_core.prompts import CAPTION_QUESTION, TRACK_PROMPTS, attribute_prompt, p3_options
-from ard_core.steering import POSITION_KINDS, specs_for_features, steer
+from ard_core.prompts import CAPTION_QUESTION, TRACK_PROMPTS
+from ard_core.steerability import judge_prompt
+from ard_core.steering import POSITION_KINDS, SteerResult, specs_for_features, steer
 from precompute.cli import add_config_argument, load_config
 
 
-def track_labels(cat: Catalog, track: str) -> list[str]:
-    """The track's labels present in the catalog's clips, in Table I order (p3_options)."""
-    from ard_core.catalog import ClipRow
-
-    present = {c.labels[track] for c in cat.rows(ClipRow) if c.labels.get(track)}
+def track_present(cat: Catalog, track: str) -> list[str]:
+    """The track's labels present in the catalog's clips."""
+    present = sorted({c.labels[track] for c in cat.rows(ClipRow) if c.labels.get(track)})
     if not present:
         raise ConfigError(f"no clip in the catalog has a {track!r} label")
-    labels = list(p3_options(track, sorted(present)))
-    return [l for l in labels if l != "neutral"] if track == "emotion" else labels
+    return present
+
+
+def as_json(res: SteerResult) -> str:
+    """Both runs as one JSON line: {"original": {"answer", "label_probs"}, "steered": {...}}."""
+    return json.dumps({name: {"answer": out.text, "label_probs": out.label_probs}
+                       for name, out in (("original", res.original), ("steered", res.steered))})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default=CAPTION_QUESTION, help="user question (ignored with --track)")
     p.add_argument("--prefix", default=None, help="assistant prefix, e.g. \"The speaker's gender is\"")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--json", action="store_true", help="print both answers as one JSON object on the last line")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -56,8 +67,8 @@ def main(args: argparse.Namespace) -> int:
     labels = None
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
         if args.track:
-            labels = track_labels(cat, args.track)
-            p = attribute_prompt(args.track, "P3", labels)
+            p, labels_t = judge_prompt(args.track, track_present(cat, args.track))
+            labels = list(labels_t)
             prompt = llm.build_prompt(p.question, p.prefix)
         else:
             prompt = llm.build_prompt(args.prompt, args.prefix)
@@ -66,6 +77,9 @@ def main(args: argparse.Namespace) -> int:
     res = steer(llm, load_audio(args.audio, sr=llm.sampling_rate), prompt, specs,
                 positions=[p for p in args.positions.split(",") if p], max_new_tokens=args.max_new_tokens,
                 labels=labels)
+    if args.json:
+        print(as_json(res))
+        return 0
     for name, out in (("original", res.original), ("steered", res.steered)):
         print(f"{name:>9}: {out.text!r}")
         if out.label_probs:

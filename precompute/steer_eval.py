@@ -1,62 +1,80 @@
-"""Stage ``steer-eval``: steering sensitivity (AR&D Table 3).
+"""Stage ``steer-eval``: steering sensitivity (AR&D Table 3), chosen on probe, judged on test.
 
-For each mapping SOURCE->TARGET (Neutral->Happy, Sad->Happy, Happy->Angry,
-Female->Male), the features whose concept names are most similar to the target
-label's reference text (``ard_core.evaluation.references``) are selected: the
-top ``features_per_mapping`` 'ard' features of the Table 1 SAE, and as many
-'poly' neurons (raw residual dimensions at the same layer, named the same way).
-Each feature alone is clamped ('set') to ``multiple x its max activation`` for
-every multiple of the sweep, on every source sample of the split, at the audio
-and prompt positions.
+For each mapping SOURCE->TARGET (Neutral->Happy, Sad->Happy, Happy->Angry, Female->Male,
+Male->Female) and each method, one (feature, value) per layer is chosen on the PROBE split:
 
-Sensitivity = among source samples the unsteered model does NOT already answer
-with the target, the share whose steered answer is the target. Judges:
-'label_prob' (offline default: argmax of the labels' next-token probabilities
-after the P3 prompt) and 'llm' (the steered generated answer is shown to the
-naming stage's OpenAI-compatible endpoint, which says yes/no).
+- **AR&D**: the best ``steerability`` row for the target among that layer's SAE features
+  (the steerability stage's named and contrast candidates, values and flip rates);
+- **Poly. Feats.**: the raw neuron of the layer with the highest probe contrast (mean r on
+  target-labelled probe clips minus on the others), swept over the same multiples of the
+  layer's median token norm on the same probe clips (the steerability stage's saved settings).
 
-Table 3 (Markdown) gives, per mapping and method, the best multiple's mean over
-the selected features; the full sweep is in the catalog (``steering_results``)
-and under ``OUT_DIR/steering/``. Table 3 itself, with a bootstrap over the source
-samples (``ard_core.spread.table3_spread``), is in ``evaluations`` ('steering').
+Each choice is then applied alone, at the same positions, to every source sample of the
+``split`` (test) split, and the best layer per method is the one whose choice flipped the
+most probe clips, so nothing chosen depends on a test clip. Sensitivity has two denominators:
+the samples that shift to the target (unsteered answer not the target, steered answer the
+target) over all source samples (``sensitivity_all``, the paper's), and over the source
+samples not already answered with the target (``sensitivity``). Judges: 'label_prob' (the
+argmax of the labels' next-token logits after the P3 prefix, as steerability) or 'llm' (the
+steered generation shown to the naming stage's OpenAI-compatible endpoint, which says yes/no).
+
+Rows go to the catalog's ``steering_results`` (one per mapping, method and layer;
+``best_layer`` marks Table 3's) and the report to ``OUT_DIR/steering/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ard_core.audio import load_audio
 from ard_core.catalog import Catalog, ClipRow, EvaluationRow, SaeRow, SteeringResultRow
 from ard_core.config import ConfigError, RunConfig, resolve_device
-from ard_core.durable import write_text
-from ard_core.evaluation import EmbedFn, cosine_matrix, references
 from ard_core.models import AudioLLM, ModelConfig
-from ard_core.prompts import EMOTION_NEUTRAL_FORMAT, attribute_prompt, label_token_ids, p3_options
+from ard_core.prompts import label_token_ids
 from ard_core.sae import TopKSAE
-from ard_core.spread import table3_spread
-from ard_core.steering import SteerSpec, steering
+from ard_core.spread import bootstrap
+from ard_core.steer_batch import ClipPool
+from ard_core.steerability import (
+    Candidate,
+    clip_scores,
+    contrast,
+    judge_prompt,
+    probe_pool,
+    sweep,
+    top_contrast,
+    values_for,
+)
+from ard_core.steering import RowSteer, SteerSpec, steering
 from ard_core.store import ActivationStore
 from precompute import handover
 from precompute.cli import add_config_argument, load_config
-from precompute.configs import DescribeConfig, EvaluateConfig, ScoreConfig, SteerEvalConfig
+from precompute.configs import DescribeConfig, SteerabilityConfig, SteerEvalConfig
+from precompute.steer_eval_report import write_report
 
 log = logging.getLogger(__name__)
 
 
-class Candidate(NamedTuple):
+class Choice(NamedTuple):
+    """One method's (feature, value) at one layer, chosen on the probe split."""
+
     method: str
+    """'ard' or 'poly'."""
+    layer: int
+    sae_id: str
+    """The SAE; for poly, MODEL-lLAYER-raw (the layer's raw neurons)."""
     feature: int
-    name: str
-    similarity: float
-    max_act: float
+    value: float
+    probe_flip_rate: float
+    probe_flip_lower: float
+    """The rate's Wilson lower bound (what the best layer is chosen by)."""
+    multiple: float
+    """The value as a multiple of the layer's median token norm."""
 
 
 def track_of(clips: Sequence[ClipRow], source: str, target: str) -> str:
@@ -67,49 +85,61 @@ def track_of(clips: Sequence[ClipRow], source: str, target: str) -> str:
     raise ConfigError(f"no track has both labels {source!r} and {target!r}")
 
 
-def poly_max(store: ActivationStore, layer: int, neurons: Sequence[int]) -> dict[int, float]:
-    best = np.full(len(neurons), -np.inf)
-    for _, x in store.iter_clips(layer):
-        if len(x):
-            best = np.maximum(best, x[:, list(neurons)].astype(np.float32).max(0))
-    return dict(zip(neurons, best.tolist()))
+def poly_id(model: str, layer: int) -> str:
+    return f"{model}-l{layer}-raw"
 
 
-def candidates(cat: Catalog, t1: SaeRow, target_emb: np.ndarray, embed: EmbedFn, n: int,
-               store: ActivationStore) -> list[Candidate]:
-    out: list[Candidate] = []
-    for method in ("ard", "poly"):
-        rows = cat.query("SELECT c.feature, c.name, f.max_act, s.monosemanticity FROM method_concepts c "
-                         "JOIN method_scores s USING (method, sae_id, feature, seed) "
-                         "LEFT JOIN features f ON f.sae_id = c.sae_id AND f.feature = c.feature "
-                         "WHERE c.method = ? AND c.sae_id = ? AND c.seed = 0 ORDER BY c.feature",  # a join's order varies
-                         [method, t1.sae_id])
-        if not rows:
+def ard_choices(cat: Catalog, saes: Sequence[SaeRow], track: str, target: str) -> list[Choice]:
+    """Per layer, its SAEs' best steerability row for the target (rows come best first); none when every
+    probe clip was already answered with the target."""
+    if track not in cat.steerability_tracks():
+        raise ConfigError(f"no steerability rows for the {track!r} track; run the steerability stage with it first")
+    layer_of = {s.sae_id: s.layer for s in saes}
+    out: dict[int, Choice] = {}
+    for r in cat.steerability_for(track, target):
+        layer = layer_of.get(r.sae_id)
+        if layer is not None and layer not in out:
+            out[layer] = Choice("ard", layer, r.sae_id, r.feature, r.value, r.flip_rate, r.flip_lower, r.multiple)
+    return [out[l] for l in sorted(out)]
+
+
+class Probe(NamedTuple):
+    """A track's probe pool, as the steerability stage built it."""
+
+    pool: ClipPool
+    clips: list[ClipRow]
+    labels: tuple[str, ...]
+    prompt: str
+    """The built prompt (chat template and prefix)."""
+    audios: list[np.ndarray]
+
+
+def poly_choices(probe: Probe, store: ActivationStore, probe_clips: Sequence[ClipRow], layers: Sequence[int],
+                 model: str, track: str, target: str, st: SteerabilityConfig) -> list[Choice]:
+    """Per layer, the raw neuron of highest probe contrast, at its best value of the steerability sweep."""
+    t = probe.labels.index(target)
+    movable = np.flatnonzero(probe.pool.base.answer != t)[: st.clips_per_target]
+    labelled = [c for c in probe_clips if c.labels.get(track)]
+    out = []
+    for layer in layers:
+        _, r, norm = clip_scores(store, layer, [c.clip_id for c in labelled], {})
+        top = top_contrast(contrast(r, [c.labels[track] for c in labelled], target), 1)
+        if not top:
             continue
-        sims = cosine_matrix(embed([r["name"] for r in rows]), target_emb[None])[:, 0]
-        order = sorted(range(len(rows)), key=lambda i: (-sims[i], -(rows[i]["monosemanticity"] or 0), rows[i]["feature"]))
-        chosen = [rows[i] | {"sim": float(sims[i])} for i in order[:n]]
-        maxes = poly_max(store, t1.layer, [r["feature"] for r in chosen]) if method == "poly" else {}
-        out += [Candidate(method, r["feature"], r["name"], r["sim"],
-                          float(maxes.get(r["feature"], r["max_act"] or 0.0))) for r in chosen]
+        cand = Candidate(None, layer, top[0], "contrast")
+        res = sweep(probe.pool, {}, [cand], {cand: values_for(None, top[0], st.multiples, norm)}, st.multiples, t,
+                    movable, len(movable), 0, st.positions)[0]
+        out.append(Choice("poly", layer, poly_id(model, layer), top[0], res.value, res.flip_rate, res.flip_lower,
+                          res.multiple))
     return out
 
 
-@torch.inference_mode()
-def predict(llm: AudioLLM, audios: Sequence[np.ndarray], prompt: str, label_ids: Sequence[int],
-            specs: Sequence[SteerSpec], positions: Sequence[str], batch: int) -> np.ndarray:
-    """Argmax label index per clip (label_prob judge), optionally steered."""
-    preds = []
-    ids = torch.as_tensor(list(label_ids))
-    for i in range(0, len(audios), batch):
-        inputs = llm.prepare(list(audios[i : i + batch]), [prompt] * len(audios[i : i + batch]))
-        if specs:
-            with steering(llm, specs, positions, inputs["input_ids"], inputs["attention_mask"]):
-                logits = llm.model(**inputs, use_cache=False).logits[:, -1]
-        else:
-            logits = llm.model(**inputs, use_cache=False).logits[:, -1]
-        preds.append(logits[:, ids].argmax(-1).cpu().numpy())
-    return np.concatenate(preds) if preds else np.zeros(0, int)
+def best_layer(choices: Sequence[Choice]) -> int | None:
+    """The layer whose choice ranks first as steerability ranks rows: the flip rate's lower bound, the rate,
+    the smaller multiple, then the shallower layer."""
+    if not choices:
+        return None
+    return min(choices, key=lambda c: (-c.probe_flip_lower, -c.probe_flip_rate, abs(c.multiple), c.layer)).layer
 
 
 @torch.inference_mode()
@@ -131,115 +161,112 @@ def llm_judge(llm: AudioLLM, audios: Sequence[np.ndarray], prompt: str, specs: S
     return np.array(out)
 
 
-def steer_eval(run: RunConfig, model_cfg: ModelConfig, cfg: SteerEvalConfig, llm: AudioLLM | None = None,
-               embed: EmbedFn | None = None) -> Path:
-    """Table 3 into the catalog and ``steering/README.md``: the features are chosen on the SAE
-    describe chose for Table 1, by similarity to references built as evaluate built them."""
+class Context(NamedTuple):
+    llm: AudioLLM
+    cat: Catalog
+    store: ActivationStore
+    saes: list[SaeRow]
+    models: dict[str, TopKSAE]
+    clips: list[ClipRow]
+    st: SteerabilityConfig
+    cfg: SteerEvalConfig
+    seed: int
+    endpoint: object | None
+
+
+def make_pool(ctx: Context, clips: Sequence[ClipRow], track: str) -> Probe:
+    present = sorted({c.labels[track] for c in ctx.clips if c.labels.get(track)})
+    prompt, labels = judge_prompt(track, present)
+    audios = [load_audio(ctx.cat.resolve(c.path) or c.path, sr=ctx.llm.sampling_rate) for c in clips]
+    text = ctx.llm.build_prompt(prompt.question, prompt.prefix)
+    pool = ClipPool(ctx.llm, audios, text, label_token_ids(ctx.llm.tokenizer, labels),
+                    sorted({s.layer for s in ctx.saes}), ctx.cfg.batch_rows)
+    return Probe(pool, list(clips), labels, text, audios)
+
+
+def judge_choice(ctx: Context, test: Probe, c: Choice, track: str, target: str) -> np.ndarray:
+    """(source samples,) bool: the steered answer is the target (by the configured judge)."""
+    sae = ctx.models[c.sae_id] if c.method == "ard" else None
+    if ctx.cfg.judge == "llm":
+        spec = SteerSpec(layer=c.layer, values={c.feature: c.value}, sae=sae)
+        return llm_judge(ctx.llm, test.audios, test.prompt, [spec], ctx.st.positions, track, target,
+                         ctx.endpoint).astype(bool)
+    n = len(test.clips)
+    spec = RowSteer(c.layer, torch.full((n,), c.feature, dtype=torch.int64), torch.full((n,), c.value), sae)
+    return test.pool.steered(spec, np.arange(n), ctx.st.positions).answer == test.labels.index(target)
+
+
+def eval_mapping(ctx: Context, mapping: str, probes: dict,
+                 choices_cache: dict) -> tuple[list[SteeringResultRow], list[EvaluationRow]]:
+    """Every choice's test sensitivity (catalog rows), and Table 3's figure of each method (its best
+    layer's choice) with a bootstrap over the movable source samples (``evaluations``, 'steering')."""
+    source, target = mapping.split("->")
+    track = track_of(ctx.clips, source, target)
+    if track not in probes:
+        probe_clips = [c for c in ctx.clips if c.split == ctx.st.split]
+        probes[track] = make_pool(ctx, probe_pool(probe_clips, track, ctx.st.pool_clips, ctx.seed), track)
+    if (track, target) not in choices_cache:
+        probe_clips = [c for c in ctx.clips if c.split == ctx.st.split]
+        layers = sorted({s.layer for s in ctx.saes})
+        ard = ard_choices(ctx.cat, ctx.saes, track, target)
+        choices_cache[(track, target)] = ard + (poly_choices(probes[track], ctx.store, probe_clips, layers,
+                                                             ctx.saes[0].model, track, target, ctx.st) if ard else [])
+    choices: list[Choice] = choices_cache[(track, target)]
+    if not choices:
+        log.warning("%s: every probe clip is already answered %r, so steerability chose nothing; skipped",
+                    mapping, target)
+        return [], []
+    src = [c for c in ctx.clips if c.split == ctx.cfg.split and c.labels.get(track) == source][: ctx.cfg.max_samples]
+    if not src:
+        raise ConfigError(f"no {ctx.cfg.split!r} clip is labelled {track}={source!r}; mapping {mapping!r} needs some")
+    test = make_pool(ctx, src, track)
+    movable = test.pool.base.answer != test.labels.index(target)
+    best = {m: best_layer([c for c in choices if c.method == m]) for m in ("ard", "poly")}
+    rows, spreads = [], []
+    for c in choices:
+        shifted = judge_choice(ctx, test, c, track, target) & movable
+        n_mov, n_all = int(movable.sum()), len(src)
+        if c.layer == best[c.method] and n_mov:
+            s = bootstrap(shifted[movable].astype(np.float64), n_resamples=ctx.cfg.bootstrap, seed=ctx.seed)
+            spreads.append(EvaluationRow("steering", c.method, c.sae_id, mapping, s.value, s.std, "run",
+                                         s.low, s.high, s.n))
+        rows.append(SteeringResultRow(mapping, c.method, c.sae_id, c.feature, c.value, ctx.cfg.judge,
+                                      float(shifted.sum() / n_mov) if n_mov else float("nan"), n_mov, c.layer,
+                                      c.layer == best[c.method], float(shifted.sum() / n_all), n_all,
+                                      c.probe_flip_rate))
+    return rows, spreads
+
+
+def steer_eval(run: RunConfig, model_cfg: ModelConfig | None, cfg: SteerEvalConfig,
+               llm: AudioLLM | None = None) -> Path:
+    """Table 3 into the catalog and ``steering/README.md`` (module docstring)."""
     device = resolve_device(run.run.device)
-    out_dir = run.run.out_dir / "steering"
     handover.save(run, cfg)
-    ev_cfg = handover.load(run, EvaluateConfig)
-    embed = embed or ev_cfg.build_embedder(handover.load(run, ScoreConfig), device)
+    st = handover.load(run, SteerabilityConfig)
+    if cfg.split == st.split:
+        raise ConfigError(f"[steer_eval].split {cfg.split!r} is the split steerability chose the values on; "
+                          "judge them on another (the test split)")
     endpoint = handover.load(run, DescribeConfig).summarizer.endpoint() if cfg.judge == "llm" else None
-    llm = llm or model_cfg.load(device)
+    llm = llm or model_cfg.load(device)  # type: ignore[union-attr]
     store = ActivationStore(run.run.out_dir / "activations")
-    rows: list[SteeringResultRow] = []
-    outcomes: dict[tuple[str, str], list[list[np.ndarray]]] = defaultdict(list)  # per feature, per value: hits
-    chosen: dict[str, list[Candidate]] = {}
     with Catalog.open(run.run.catalog_path) as cat:
-        saes = cat.rows(SaeRow)
-        if not saes or not cat.count("method_concepts"):
-            raise ConfigError("no named concepts in the catalog; run score and describe first")
-        t1 = handover.table1(run, saes)
-        sae = TopKSAE.load(t1.path, device=device).eval()
-        clips = cat.rows(ClipRow)
-        refs = {(r.track, r.label): r.text for r in references(clips, ev_cfg.reference_text, ev_cfg.reference_splits)}
+        saes = cat.saes()
+        models = {s.sae_id: TopKSAE.load(cat.resolve(s.path) or s.path, device=device).eval() for s in saes}
+        ctx = Context(llm, cat, store, saes, models, cat.rows(ClipRow), st, cfg, run.run.seed, endpoint)
+        rows: list[SteeringResultRow] = []
+        spreads: list[EvaluationRow] = []
+        probes: dict = {}
+        cache: dict = {}
         for mapping in cfg.mappings:
-            source, target = mapping.split("->")
-            track = track_of(clips, source, target)
-            labels = list(p3_options(track, sorted({c.labels[track] for c in clips if c.labels.get(track)})))
-            fmt = EMOTION_NEUTRAL_FORMAT if track == "emotion" and "neutral" in labels else "P3"
-            p = attribute_prompt(track, fmt, labels)
-            prompt = llm.build_prompt(p.question, p.prefix)
-            ids = label_token_ids(llm.tokenizer, labels)
-            src = [c for c in clips if c.split == cfg.split and c.labels.get(track) == source][: cfg.max_samples]
-            audios = [load_audio(c.path, sr=llm.sampling_rate) for c in src]
-            base = predict(llm, audios, prompt, ids, [], cfg.positions, cfg.batch_size)
-            movable = base != labels.index(target)
-            cands = candidates(cat, t1, embed([refs[(track, target)]])[0], embed, cfg.features_per_mapping, store)
-            chosen[mapping] = cands
-            todo = [a for a, m in zip(audios, movable) if m]
-            for c in tqdm(cands, desc=f"steer {mapping}", leave=False):
-                outcomes[(mapping, c.method)].append([])
-                for mult in cfg.multiples:
-                    spec = SteerSpec(layer=t1.layer, values={c.feature: mult * c.max_act},
-                                     sae=sae if c.method == "ard" else None, mode="set")
-                    if cfg.judge == "label_prob":
-                        hit = predict(llm, todo, prompt, ids, [spec], cfg.positions, cfg.batch_size) == labels.index(target)
-                    else:
-                        hit = llm_judge(llm, todo, prompt, [spec], cfg.positions, track, target, endpoint)
-                    outcomes[(mapping, c.method)][-1].append(np.asarray(hit, np.float64))
-                    rows.append(SteeringResultRow(mapping, c.method, t1.sae_id, c.feature, mult, cfg.judge,
-                                                  float(hit.mean()) if len(todo) else float("nan"), len(todo)))
-        spreads = table3_rows(outcomes, t1.sae_id, ev_cfg.bootstrap, run.run.seed)
+            got, spread = eval_mapping(ctx, mapping, probes, cache)
+            rows, spreads = rows + got, spreads + spread
+        names = cat.feature_names([f"{r.sae_id}/{r.feature}" for r in rows if r.method == "ard"])
         with cat.transaction():
             cat.delete_where("steering_results", judge=cfg.judge)
             cat.upsert(rows)
             cat.delete_where("evaluations", table_name="steering", protocol="run")
             cat.upsert(spreads)
-    write_report(out_dir, t1, rows, chosen, cfg)
-    return out_dir
-
-
-def table3_rows(outcomes: dict[tuple[str, str], list[list[np.ndarray]]], sae_id: str, n_boot: int,
-                seed: int) -> list[EvaluationRow]:
-    """Table 3 as ``evaluations`` rows ('steering'; metric = the mapping): each (mapping, method)'s best
-    value's mean sensitivity over its features, with a bootstrap over the source samples."""
-    rows = []
-    for (mapping, method), per_feature in outcomes.items():
-        hits = np.stack([np.stack(per_value, axis=-1) for per_value in per_feature], axis=1)  # (samples, F, values)
-        if len(hits):
-            s = table3_spread(hits, n_resamples=n_boot, seed=seed)
-            rows.append(EvaluationRow("steering", method, sae_id, mapping, s.value, s.std, "run", s.low, s.high, s.n))
-    return rows
-
-
-def _mean(xs: Sequence[float]) -> float:
-    xs = [x for x in xs if not np.isnan(x)]
-    return float(np.mean(xs)) if xs else float("nan")
-
-
-def write_report(out_dir: Path, t1: SaeRow, rows: Sequence[SteeringResultRow], chosen, cfg: SteerEvalConfig) -> Path:  # noqa: ANN001
-    by = defaultdict(list)
-    for r in rows:
-        by[(r.mapping, r.method, r.value)].append(r.sensitivity)
-    lines = [f"# Steering sensitivity (Table 3) on {t1.sae_id}, judge = {cfg.judge}", "",
-             "Best multiple of the mean over the selected features (n = source samples not already predicted as the target).",
-             "", "| Method | " + " | ".join(cfg.mappings) + " |", "|---|" + "---|" * len(cfg.mappings)]
-    for method, label in (("poly", "Poly. Feats."), ("ard", "AR&D")):
-        cells = []
-        for m in cfg.mappings:
-            means = {v: _mean(by[(m, method, v)]) for v in cfg.multiples if by.get((m, method, v))}
-            means = {v: x for v, x in means.items() if not np.isnan(x)}
-            if means:
-                v = max(means, key=means.get)
-                n = next(r.n for r in rows if r.mapping == m and r.method == method)
-                cells.append(f"{means[v]:.2f} (x{v:g}, n={n})")
-            else:
-                cells.append("-")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "## Full sweep (mean over features)", "", "| mapping | method | " +
-              " | ".join(f"x{v:g}" for v in cfg.multiples) + " |", "|---|---|" + "---|" * len(cfg.multiples)]
-    for m in cfg.mappings:
-        for method in ("poly", "ard"):
-            if any(by.get((m, method, v)) for v in cfg.multiples):
-                lines.append(f"| {m} | {method} | " + " | ".join(
-                    f"{_mean(by[(m, method, v)]):.2f}" if by.get((m, method, v)) else "-" for v in cfg.multiples) + " |")
-    lines += ["", "## Selected features", ""]
-    for m, cands in chosen.items():
-        lines.append(f"- **{m}**: " + "; ".join(f"{c.method} `{t1.sae_id}/{c.feature}` '{c.name}' "
-                                               f"(sim {c.similarity:.2f}, max act {c.max_act:.2f})" for c in cands))
-    return write_text(out_dir / "README.md", "\n".join(lines) + "\n")
+    return write_report(run.run.out_dir / "steering", rows, names, cfg)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,8 +24,11 @@ from ard_core.catalog import (
     ModelRow,
     NotFound,
     SaeRow,
+    SteerabilityRow,
     SteeringResultRow,
 )
+
+from ard_core.steerability import wilson_lower
 
 A, B, C = "m-l1-e4", "m-l3-e2", "m-l3-e4"
 
@@ -65,9 +68,23 @@ def cat(tmp_path_factory: pytest.TempPathFactory):
              (("random", 1), ("ard", 0), ("random", 0))]
     detection = [DetectionRow(A, 0, "llm", 0.75, 3, 3), DetectionRow(A, 0, "clap", 0.9, 5, 5),
                  DetectionRow(B, 1, "clap", None, 0, 0)]
+    # feature A/0 steers gender->male best: 9 of 12 beats 2 of 2 (a flip rate's lower bound ranks, not the rate)
+    # and beats the same flips at a larger multiple; B/1 steers sound->cat on 1 of 2 and nothing on gender;
+    # A/2 was tried and flipped nothing
+    def st(sae, k, track, target, value, flipped, n, mult, clip, how):
+        return SteerabilityRow(sae, k, track, target, value, flipped / n, n, flipped, mult, clip, "P3", how,
+                               wilson_lower(flipped, n))
+
+    steer = [st(A, 0, "gender", "male", 9.0, 9, 12, 2.0, "c1", "name"),
+             st(A, 0, "gender", "female", 18.0, 9, 12, 4.0, "c2", "contrast"),
+             st(A, 0, "sound", "dog", 4.0, 2, 2, 1.0, "c3", "name"),
+             st(B, 1, "sound", "cat", 3.0, 1, 2, 1.0, "c1", "name+contrast"),
+             st(B, 1, "gender", "male", 3.0, 0, 4, 1.0, None, "contrast"),
+             st(A, 2, "gender", "male", 5.0, 0, 4, 1.0, None, "contrast")]
     path = root / "run" / "catalog.duckdb"
     with Catalog.open(path) as w:
         for rows in (clips, saes, features, examples, lens, summary, enrich, evals, steering, per_clip, preds, detection,
+                     steer,
                      [ModelRow("m", "models/m", "X", 6, 16), ModelRow("a-model", "models/a", "X", 2, 8)]):
             w.upsert(rows)
     with Catalog.open(path, read_only=True) as c:
@@ -125,7 +142,7 @@ def test_concepts_page_filters_sorts_and_pages(cat: Catalog) -> None:
     page = cat.concepts_page(ConceptQuery(page_size=3, page=9))  # past the end: the last page
     assert (page.total, page.page, page.n_pages, [r.ref for r in page.rows]) == (4, 2, 2, [f"{A}/5"])
     row = cat.concepts_page(ConceptQuery(text="cat")).rows[0]
-    assert row == (B, 1, "cat", "a cat meowing #2", 3, 0.5, 1, 0.3, None)
+    assert row[:9] == (B, 1, "cat", "a cat meowing #2", 3, 0.5, 1, 0.3, None)
     # by detection score (the 'clap' judge), features without one last
     assert _refs(cat, sort="detection", descending=True) == [f"{A}/0", f"{A}/2", f"{A}/5", f"{B}/1"]  # ties: layer
     assert cat.concepts_page(ConceptQuery(text="dog")).rows[0].detection == 0.9
@@ -197,6 +214,29 @@ def test_per_clip_and_detection_reads(cat: Catalog) -> None:
     assert [(d.judge, d.score) for d in cat.feature_detection(A, 0)] == [("clap", 0.9), ("llm", 0.75)]
     assert cat.feature_detection(A, 2) == []
     assert [r.value for r in cat.steering_results()] == [2.0, 8.0]
+
+
+def test_steerability_reads(cat: Catalog) -> None:
+    # a feature's rows, best first: 2 of 2 after 9 of 12, the same flips at the smaller multiple first
+    assert [(r.track, r.target) for r in cat.steerability(f"{A}/0")] == [
+        ("gender", "male"), ("gender", "female"), ("sound", "dog")]
+    assert wilson_lower(2, 2) < wilson_lower(9, 12) < 0.75 and wilson_lower(0, 4) == 0.0
+    assert cat.steerability(f"{B}/9") == []
+    assert [r.ref for r in cat.steerability_for("gender", "male")] == [f"{A}/0", f"{A}/2", f"{B}/1"]
+    # the picker: features that steer the track (a flip), each by its best target
+    got = cat.steerable_features("gender", 10)
+    assert [(f.ref, f.name, f.best.target) for f in got] == [(f"{A}/0", "dog bark", "male")]
+    assert [f.ref for f in cat.steerable_features("sound", 10)] == [f"{A}/0", f"{B}/1"]
+    assert cat.steerability_tracks() == ["gender", "sound"]
+
+
+def test_concepts_sort_and_filter_by_steerability(cat: Catalog) -> None:
+    rows = cat.concepts_page(ConceptQuery(sort="steerability", descending=True)).rows
+    assert [r.ref for r in rows] == [f"{A}/0", f"{B}/1", f"{A}/2", f"{A}/5"]  # unmeasured last
+    assert rows[0].steers == "gender -> male 9/12" and rows[-1].steers == ""
+    assert _refs(cat, steer_track="gender") == [f"{A}/0"]  # B/1 and A/2 flipped nothing on gender
+    assert sorted(_refs(cat, steer_track="sound")) == [f"{A}/0", f"{B}/1"]
+    assert _refs(cat, min_steerability=0.6) == [f"{A}/0"]
 
 
 def test_a_read_only_catalog_serves_many_threads(cat: Catalog) -> None:

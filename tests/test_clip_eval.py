@@ -10,7 +10,7 @@ from ard_core.clip_eval import evaluate_clips, ranked_ap, score_clip, top_predic
 from ard_core.detection import auroc, balanced_sample, clap_detection, feature_rng, llm_detection
 from ard_core.datasets.labels import label_phrase
 from ard_core.evaluation import clip_labels, reference_text, references
-from ard_core.spread import best_mean_statistic, bootstrap
+from ard_core.spread import bootstrap
 
 
 def test_top_predictions_keeps_positive_activations_by_rank():
@@ -107,16 +107,6 @@ def test_bootstrap_mean_spread_matches_theory_and_is_seeded():
     assert bootstrap(x, n_resamples=2000, seed=3) == s
     assert bootstrap(x, n_resamples=2000, seed=4) != s
     assert bootstrap(np.ones(10)).std == 0.0
-
-
-def test_bootstrap_table3_statistic():
-    # 4 samples x 2 features x 2 values: value 1 moves 3 of 4 samples with feature 0, 1 with feature 1
-    hits = np.zeros((4, 2, 2))
-    hits[:3, 0, 1] = 1
-    hits[:1, 1, 1] = 1
-    assert best_mean_statistic(hits[None])[0] == pytest.approx((0.75 + 0.25) / 2)
-    s = bootstrap(hits, best_mean_statistic, n_resamples=500, seed=0)
-    assert s.value == pytest.approx(0.5) and 0 < s.std < 0.5
 
 
 def test_label_phrases_and_references():

@@ -62,13 +62,14 @@ def test_shipped_configs_parse_for_every_built_stage(name):
         ExtractConfig,
         LensConfig,
         ScoreConfig,
+        SteerabilityConfig,
         SteerEvalConfig,
     )
 
     run = RunConfig.load(REPO / "configs" / name)
     run.section("model", ModelConfig)
     for table, cls in (("score", ScoreConfig), ("describe", DescribeConfig), ("evaluate", EvaluateConfig),
-                       ("lens", LensConfig), ("steer_eval", SteerEvalConfig)):
+                       ("lens", LensConfig), ("steerability", SteerabilityConfig), ("steer_eval", SteerEvalConfig)):
         assert run.has(table), f"{name} has no [{table}] table"
         run.section(table, cls)
     ext = run.section("extract", ExtractConfig)

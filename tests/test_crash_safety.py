@@ -91,11 +91,16 @@ enrich_gap = 2
 enrich_lambdas = [0.0, 1.0]
 random_seeds = 2
 
-[steer_eval]
-mappings = ["male->female"]
-split = "train"
-features_per_mapping = 1
+[steerability]
+pool_clips = 6
+clips_per_target = 3
+screen_clips = 2
+finalists = 1
 multiples = [4.0]
+
+[steer_eval]
+mappings = ["male->female", "female->male"]
+split = "train"
 """
 
 D_SAE = 64
@@ -195,6 +200,7 @@ CASES = [
     Case("describe:commit", {"method_concepts": 0}),                # captions cached, concepts not committed
     Case("evaluate:write:README.md", {}),                           # tables committed, report not yet renamed
     Case("lens:write:fig3_correct_incorrect.png", {}),              # one figure of four written
+    Case("steerability:commit", {"steerability": 0}),               # rows measured, replacing them not committed
     Case("steer-eval:marker", {}),                                  # everything written, no done marker yet
 ]
 

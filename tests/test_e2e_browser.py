@@ -1,8 +1,9 @@
 """End to end: ``python app.py`` on the fixture catalog, driven by Playwright in headless Debian chromium.
 
 Covers: Concepts search -> open a feature (audio players, plots), the ``?feature=`` deep
-link, an annotation that survives a page reload, and a live steering request on the
-tiny random model. Screenshots of each step go to the test's tmp dir.
+link, an annotation that survives a page reload, a live steering request on the tiny random
+model, and a feature page's steer button that opens the Steer tab pre-filled and steers.
+Screenshots of each step go to the test's tmp dir.
 """
 
 from __future__ import annotations
@@ -198,6 +199,41 @@ def test_steering_request_on_the_tiny_model(page, server: str, run: UiRun, shots
     # both runs' lens lines are drawn (2 labels x original/steered)
     expect(page.locator("#steer-lens .js-plotly-plot .scatterlayer .trace")).to_have_count(4)
     page.screenshot(path=str(shots / "6-steer.png"), full_page=True)
+
+
+def test_the_feature_pages_steer_button_opens_the_steer_tab_and_steers(page, server: str, run: UiRun, shots: Path,
+                                                                        tmp_path: Path) -> None:
+    from ard_core.ui import steer as steer_tab
+    from ard_core.ui.context import AppContext
+
+    ref = run.ref("hum")  # steers gender -> male on 3 of 4 probe clips at value 30 (ui_fixtures)
+    page.goto(f"{server}?feature={ref}", wait_until="load")
+    expect(page.locator("#feature-steers")).to_contain_text("Steers gender -> male on 3 of 4 probe clips at value 30",
+                                                            timeout=SLOW)
+    page.screenshot(path=str(shots / "8-feature-steers.png"), full_page=True)
+    page.locator("#feature-steer").click()
+    page.wait_for_url(re.compile(r"tab=steer&feature=.*&value=30"), timeout=SLOW)
+    # pre-filled: the probe clip it flipped, the gender question, the feature at its value
+    expect(page.locator("#steer-audio audio").first).to_be_attached(timeout=SLOW)
+    expect(page.locator("#steer-labels textarea, #steer-labels input").first).to_have_value("male, female",
+                                                                                            timeout=SLOW)
+    expect(page.locator("#steer-value-0 input[type=number]")).to_have_value("30", timeout=SLOW)
+    expect(page.locator("#steer-features")).to_contain_text(ref)
+    page.locator("#steer-run").click()
+    expect(page.locator("#steer-summary")).to_contain_text(f"Steered {ref} = 30", timeout=SLOW)
+    steered = page.locator("#steer-steered textarea").first
+    expect(steered).not_to_have_value("", timeout=SLOW)
+    page.screenshot(path=str(shots / "9-steer-from-feature.png"), full_page=True)
+    # the answer shown is the one the tab's handler gives for that clip, preset, feature and value
+    ctx = AppContext.open(run.catalog, annotations_path=tmp_path / "a.duckdb", clap="", device="cpu")
+    try:
+        p = steer_tab.presets(ctx)["gender: multiple choice (P3)"]
+        want = steer_tab.run_steer(ctx, steer_tab.clip_audio_path(ctx, "hum_00"), p.question, p.prefix, "male, female",
+                                   [ref], [30.0])
+    finally:
+        ctx.close()
+    assert steered.input_value() == want.steered
+    assert page.locator("#steer-original textarea").first.input_value() == want.original
 
 
 def test_every_tab_renders(page, server: str, shots: Path) -> None:

@@ -1,5 +1,5 @@
 """The score stage on a tiny pipeline: streamed top clips equal a dense reference; catalog contents;
-describe, evaluate and steer-eval read what the stages before them saved, not their config sections."""
+describe, evaluate, steerability and steer-eval read what the stages before them saved, not their config sections."""
 
 from __future__ import annotations
 
@@ -273,29 +273,47 @@ def test_score_and_evaluate_twice_give_identical_tables(scored, described, tiny_
     assert {"evaluations", "clip_scores", "clip_predictions", "feature_detection", "feature_examples"} <= set(first)
 
 
-def test_steer_eval_table(scored, evaluated, tiny_llm):
+def test_steerability_then_steer_eval(scored, evaluated, tiny_llm):
+    """steerability reads the references evaluate saved; steer-eval takes its choice from steerability's rows
+    (chosen on probe) and judges it on another split with both denominators."""
     from ard_core.catalog import SteeringResultRow
-    from precompute.configs import SteerEvalConfig
+    from precompute.configs import SteerabilityConfig, SteerEvalConfig
     from precompute.steer_eval import steer_eval
+    from precompute.steerability import steerability
 
     run, sae, sid, cfg = scored
-    se = SteerEvalConfig(mappings=["male->female"], split="train", features_per_mapping=2, multiples=[1.0, 50.0])
-    out = steer_eval(run, None, se, llm=tiny_llm, embed=_bag_of_words)
+    steerability(run, None, SteerabilityConfig(pool_clips=8, clips_per_target=4, screen_clips=2, finalists=1,
+                                               multiples=[1.0, 4.0]), llm=tiny_llm, embed=_bag_of_words)
+    se = SteerEvalConfig(mappings=["female->male", "male->female"], split="train")
+    out = steer_eval(run, None, se, llm=tiny_llm)
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        measured = {r.target for r in cat.steerability_for("gender", "male") + cat.steerability_for("gender", "female")}
         rows = cat.rows(SteeringResultRow)
-    assert {r.method for r in rows} == {"ard", "poly"}
-    assert len(rows) == 2 * 2 * 2  # methods x features x multiples
-    assert all(0.0 <= r.sensitivity <= 1.0 for r in rows if r.n)
-    assert len({r.n for r in rows}) == 1  # the same movable source samples for every row
+        train = [c for c in cat.rows(ClipRow) if c.split == "train"]
+    # the random model answers every probe clip the same way, so one direction is measured, and only it is judged
+    assert len(measured) == 1
+    target = measured.pop()
+    source = "female" if target == "male" else "male"
+    assert {r.mapping for r in rows} == {f"{source}->{target}"}
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        best = cat.steerability_for("gender", target)[0]
+    n_source = sum(c.labels.get("gender") == source for c in train)
+    assert {r.method for r in rows} == {"ard", "poly"} and all(r.layer == 1 and r.best_layer for r in rows)
+    ard = next(r for r in rows if r.method == "ard")
+    assert (ard.sae_id, ard.feature, ard.value, ard.probe_flip_rate) == (best.sae_id, best.feature, best.value,
+                                                                         best.flip_rate)
+    for r in rows:
+        assert r.n_all == n_source and r.n <= r.n_all
+        assert r.sensitivity_all * r.n_all == pytest.approx(r.sensitivity * r.n)  # the same shifted samples
     text = (out / "README.md").read_text()
-    assert "| AR&D |" in text and "male->female" in text
-    # Table 3 with its bootstrap over source samples: the best value's mean over the features
+    assert "| AR&D |" in text and f"->{target}" in text
+    # Table 3 with its bootstrap over the movable source samples: one row per mapping and method, its best layer's
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
         t3 = {r.method: r for r in cat.evaluation_rows("steering", protocol="run")}
+    assert set(t3) == {"ard", "poly"}
     for method, r in t3.items():
-        mine = [x for x in rows if x.method == method]
-        best = max(np.mean([x.sensitivity for x in mine if x.value == v]) for v in (1.0, 50.0))
-        assert r.value == pytest.approx(best) and r.n == mine[0].n and r.metric == "male->female"
+        mine = next(x for x in rows if x.method == method and x.best_layer)
+        assert r.value == pytest.approx(mine.sensitivity) and r.n == mine.n and r.metric == f"{source}->{target}"
         assert r.ci_low <= r.value <= r.ci_high and r.std >= 0
 
 
@@ -306,7 +324,7 @@ def test_report_writes_the_readme_section_between_markers(scored, evaluated, tmp
     from precompute import report
 
     run, sae, sid, cfg = scored
-    monkeypatch.setattr(report.RunConfig, "load", staticmethod(lambda path: run))
+    monkeypatch.setattr(report, "load_config", lambda args: run)
     readme = tmp_path / "README.md"
     readme.write_text("# title\n\nbefore\n<!-- report:begin -->\nstale text\n<!-- report:end -->\nafter\n")
     args = argparse.Namespace(config="cfg.toml", readme=readme, figures=tmp_path / "figs")

@@ -78,11 +78,11 @@ def test_sort_filter_and_paging_agree_with_a_full_sort(ctx: AppContext, features
     with pytest.raises(ValueError, match="sort"):
         ConceptQuery(sort="1; DROP TABLE features")
     # the widgets' values: 'All' is no filter; what no query can hold is the user's to fix
-    assert concepts.query_from_widgets("beep", concepts.ALL, "2", 0, False, "rank", False, 25, 1) == ConceptQuery(
-        text="beep", layer=2)
+    assert concepts.query_from_widgets("beep", concepts.ALL, "2", 0, False, "rank", False, 25, concepts.ALL,
+                                       1) == ConceptQuery(text="beep", layer=2)
     for bad in (dict(layer="two"), dict(sort="1; DROP TABLE features")):
         args = {"text": "", "sae": concepts.ALL, "layer": concepts.ALL, "min_mono": 0, "named_only": False,
-                "sort": "rank", "descending": False, "page_size": 25, "page": 1, **bad}
+                "sort": "rank", "descending": False, "page_size": 25, "steers": concepts.ALL, "page": 1, **bad}
         with pytest.raises(UserError, match="layer|sort"):
             concepts.query_from_widgets(**args)
 
@@ -147,7 +147,7 @@ def test_activation_histogram_counts_the_sampled_tokens(ctx: AppContext, run: Ui
 
 def test_feature_page_updates_and_bad_references(ctx: AppContext, run: UiRun) -> None:
     ups = feature.show(ctx, _planted(run, "clicks"))
-    assert len(ups) == 9 + 2 * ctx.max_examples * 4
+    assert len(ups) == 11 + 2 * ctx.max_examples * 4
     with pytest.raises(UserError, match="SAE_ID/K"):
         feature.feature_view(ctx, "not a ref")
     with pytest.raises(NotFound, match="no SAE"):
@@ -190,7 +190,9 @@ def test_evaluation_tables_pivot_the_long_rows(ctx: AppContext) -> None:
     t4 = evaluation.evaluation_table(ctx, "table4")
     assert t4.iloc[0]["monosemanticity"] == "0.800 ± 0.050"
     steer = evaluation.steering_table(ctx)
-    assert list(steer["value"]) == [2.0, 4.0, 8.0]
+    assert list(steer["method"]) == ["ard", "ard", "poly", "poly"] and list(steer["layer"]) == [1, 2, 1, 2]
+    assert list(steer["best"]) == ["yes", "", "yes", ""]
+    assert list(steer["sensitivity"])[:2] == [0.75, 0.25] and list(steer["sensitivity (all)"])[0] == 0.5
 
 
 def test_per_clip_view_shows_labels_predictions_and_matches(ctx: AppContext) -> None:
@@ -216,3 +218,32 @@ def test_detection_scores_on_the_feature_page_and_sortable_in_concepts(ctx: AppC
     page = concepts.search_features(ctx, ConceptQuery(sae_id=sid, sort="detection", descending=True, page_size=5))
     assert list(page.table["detection"])[:4] == [0.9, 0.8, 0.7, 0.6]
     assert page.refs[0] == f"{sid}/{PLANTED['clicks']}"
+
+
+# -- steerability on the feature page and in the Concepts table --------------------------------------
+def test_the_feature_page_says_what_it_steers_and_links_to_the_steer_tab(ctx: AppContext, run: UiRun) -> None:
+    hum = feature.feature_view(ctx, run.ref("hum"))
+    assert "Steers gender -> male** on 3 of 4 probe clips at value 30" in hum.steers
+    assert "gender -> female** on 1 of 4" in hum.steers  # the next best, below it
+    assert hum.steer_link == f"?tab=steer&feature={run.ref('hum')}&value=30"
+    clicks = feature.feature_view(ctx, run.ref("clicks"))
+    assert clicks.steer_link is None and "flipped 0 of 4" in clicks.steers
+    beep = feature.feature_view(ctx, run.ref("beep"))
+    assert beep.steer_link is None and "not measured" in beep.steers
+    ups = feature.show(ctx, run.ref("hum"))
+    widgets_order = ["ref", "prev", "next", "header", "scores", "steers", "steer_btn"]
+    button = ups[widgets_order.index("steer_btn")]
+    assert button.link == hum.steer_link and button.visible
+    assert feature.feature_json(ctx, run.ref("hum"))["steerability"][0] == {
+        "track": "gender", "target": "male", "value": 30.0, "flipped": 3, "n": 4}
+
+
+def test_concepts_show_sort_and_filter_by_steerability(ctx: AppContext, run: UiRun) -> None:
+    page = concepts.search_features(ctx, ConceptQuery(sort="steerability", descending=True))
+    assert page.refs[:3] == [run.ref("hum"), run.ref("noise", 2), run.ref("clicks")]
+    assert list(page.table["steers"])[:3] == ["gender -> male 3/4", "sound_event -> noise 2/3", "gender -> male 0/4"]
+    gender = concepts.search_features(ctx, ConceptQuery(steer_track="gender", page_size=100))
+    assert gender.refs == [run.ref("hum")]  # clicks was tried on gender but flipped nothing
+    assert concepts.filter_options(ctx)[2] == [concepts.ALL, "gender", "sound_event"]
+    q = concepts.query_from_widgets("", concepts.ALL, concepts.ALL, 0, False, "steerability", True, 25, "gender", 1)
+    assert q == ConceptQuery(sort="steerability", descending=True, steer_track="gender")

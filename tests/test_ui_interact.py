@@ -15,6 +15,7 @@ from ard_core.catalog import ConceptQuery, NotFound
 from ard_core.steering import SteerSpec, steer
 from ard_core.ui import annotate
 from ard_core.ui import steer as steer_tab
+from ard_core.ui import steer_choices
 from ard_core.ui.context import AppContext, UserError
 
 
@@ -239,3 +240,28 @@ def test_handler_errors_reach_users_as_one_line_messages() -> None:
     with pytest.raises(gr.Error) as e2:
         unexpected()
     assert "RuntimeError: boom" in e2.value.message and "Traceback" not in e2.value.message
+
+
+def test_the_steer_tab_ranks_by_steerability_and_fills_in_a_deep_link(ctx: AppContext, run: UiRun) -> None:
+    hum = run.ref("hum")
+    label, ref = steer_tab.feature_choices(ctx, "gender")[0]
+    assert ref == hum and "steers male 3/4 at 30" in label
+    assert steer_tab.feature_choices(ctx, "sound_event")[0][1] == run.ref("noise", 2)  # not first by rank
+    assert steer_tab.feature_choices(ctx, None)[0][1] == ctx.catalog.ranked_features(1)[0].ref  # no track: by rank
+    assert [r for _, r in steer_tab.feature_choices(ctx, "gender")].count(hum) == 1
+    # the link from the feature page: its best row's probe clip and preset, and the value asked for
+    assert steer_tab.prefill(ctx, hum, "30") == steer_choices.Prefill("hum_00", "gender: multiple choice (P3)", hum, 30.0)
+    clip, preset, feats, pending = steer_tab.link_updates(ctx, hum, "12.5")
+    assert clip.value == "hum_00" and preset == "gender: multiple choice (P3)"
+    assert feats == [hum] and pending == {hum: 12.5}
+    slider = steer_tab.slider_updates(ctx, [hum], pending)[0]
+    assert slider.value == 12.5 and slider.visible
+    # a picked feature's slider starts at its measured value; the range holds it with room beyond
+    spec = steer_tab.slider_spec(ctx, hum)
+    assert spec.value == 30.0 and spec.maximum >= 60
+    # unmeasured: its first top clip, no preset, the slider where it always started
+    beep = steer_tab.prefill(ctx, run.ref("beep"), None)
+    assert beep.clip_id == ctx.catalog.top_clip_files(run.ref("beep"), 1)[0].clip_id and beep.preset is None
+    assert steer_tab.link_updates(ctx, run.ref("beep"), None)[3] == {}
+    with pytest.raises(UserError, match="finite"):
+        steer_tab.prefill(ctx, hum, "nan")

@@ -11,8 +11,9 @@
 - ``run/saes/*``: two TopK SAEs (expansion 4) with one feature planted per sound kind;
 - ``run/catalog.duckdb``: clips, model, SAEs, features (ranked, some named),
   ``ard`` top/bottom examples computed from the SAEs with ``ard_core.retrieval``,
-  lens curves, Tables 1/3/4, steering rows, one test clip's per-clip results and the planted
-  features' detection scores.
+  lens curves, Tables 1/3/4, Table 3's steering rows, one test clip's per-clip results, the planted
+  features' detection scores, and steerability rows (the 'hum' feature at layer 1 steers
+  gender -> male on 3 of 4 probe clips at value 30; 'clicks' flipped nothing; 'beep' was not measured).
 
 The expensive part (the tiny model) is built once per pytest session:
 :func:`ui_run_dir` caches the folder under pytest's base temp.
@@ -53,11 +54,13 @@ from ard_core.catalog import (
     LensSummaryRow,
     ModelRow,
     SaeRow,
+    SteerabilityRow,
     SteeringResultRow,
     sae_id_for,
 )
 from ard_core.retrieval import clip_stats_sparse
 from ard_core.sae import SaeConfig, TopKSAE
+from ard_core.steerability import wilson_lower
 from ard_core.store import ActivationWriter, StoreMeta
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -245,14 +248,25 @@ def build_ui_run(root: Path) -> UiRun:
                   ClipPredictionRow(t1, "ard", 0, tc.clip_id, 2, 3, "mixed texture 3", 0.25, KINDS[kind][0], 0.41, False)]
     detection = [DetectionRow(sid, k, "clap", 0.6 + 0.1 * i, 4, 4) for sid in (r.sae_id for r in sae_rows)
                  for i, k in enumerate(PLANTED.values())]
-    steering = [SteeringResultRow("female->male", "ard", sae_id_for(MODEL_NAME, 1, EXPANSION), PLANTED["hum"], v,
-                                  "label_prob", 0.1 * v, 12) for v in (2.0, 4.0, 8.0)]
+    l1, l2 = (sae_id_for(MODEL_NAME, layer, EXPANSION) for layer in LAYERS)
+    steering = [SteeringResultRow("female->male", "ard", sid, PLANTED["hum"], 30.0, "label_prob", sens, 4, layer,
+                                  layer == 1, sens * 4 / 6, 6, probe)
+                for sid, layer, sens, probe in ((l1, 1, 0.75, 0.75), (l2, 2, 0.25, 0.5))]
+    steering += [SteeringResultRow("female->male", "poly", f"{MODEL_NAME}-l{layer}-raw", 3, 12.0, "label_prob", 0.0, 4,
+                                   layer, layer == 1, 0.0, 6, 0.25) for layer in LAYERS]
+    steer = [SteerabilityRow(sid, PLANTED[kind], track, target, value, flipped / n, n, flipped, mult, clip, "P3", how,
+                             wilson_lower(flipped, n))
+             for sid, kind, track, target, value, flipped, n, mult, clip, how in (
+                 (l1, "hum", "gender", "male", 30.0, 3, 4, 2.0, "hum_00", "contrast"),
+                 (l1, "hum", "gender", "female", 15.0, 1, 4, 1.0, "noise_02", "contrast"),
+                 (l1, "clicks", "gender", "male", 12.0, 0, 4, 1.0, None, "name"),
+                 (l2, "noise", "sound_event", "noise", 20.0, 2, 3, 2.0, "hum_04", "name"))]
 
     with Catalog.open(run / "catalog.duckdb") as cat:
         cat.upsert(clips)
         cat.upsert([ModelRow(MODEL_NAME, str(model_dir), "Qwen2AudioAdapter", 4, D_MODEL)])
         for rows in (sae_rows, feature_rows, example_rows, lens_rows, summary_rows, enrich_rows, evals, steering,
-                     per_clip, clip_preds, detection):
+                     per_clip, clip_preds, detection, steer):
             cat.upsert(rows)
     return UiRun(root, run / "catalog.duckdb", model_dir, clips_dir, tuple(r.sae_id for r in sae_rows))
 

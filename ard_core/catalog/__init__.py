@@ -39,7 +39,7 @@ from ard_core.catalog.browse import (
 from ard_core.catalog.connect import CatalogError
 from ard_core.catalog.core import Catalog
 from ard_core.catalog.refs import FeatureRef, SaeIdParts, parse_feature_ref, parse_sae_id, sae_id_for
-from ard_core.catalog.results import ClipEvaluation, EnrichmentStat
+from ard_core.catalog.results import ClipEvaluation, EnrichmentStat, SteerableFeature
 from ard_core.catalog.rows import (
     ActivationIndexRow,
     AnnotationRow,
@@ -59,6 +59,7 @@ from ard_core.catalog.rows import (
     MethodScoreRow,
     ModelRow,
     SaeRow,
+    SteerabilityRow,
     SteeringResultRow,
 )
 from ard_core.catalog.schema import MIGRATIONS, SCHEMA_VERSION
@@ -70,7 +71,8 @@ __all__ = [
     "ClipScoreRow", "DetectionRow", "ConceptQuery", "ConceptRow",
     "ConceptsPage", "EnrichmentStat", "EvaluationRow", "FeatureExampleRow", "FeaturePage", "FeatureRef",
     "FeatureRow", "LensEnrichmentRow", "LensScoreRow", "LensSummaryRow", "MethodConceptRow", "MethodScoreRow",
-    "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeRow", "Session", "SteeringResultRow",
+    "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeRow", "Session", "SteerabilityRow", "SteerableFeature",
+    "SteeringResultRow",
     "annotations_path_for", "check_rating", "clean_annotator", "parse_feature_ref", "parse_sae_id",
     "sae_id_for", "session_id_for",
 ]

@@ -33,6 +33,7 @@ _CONCEPT_SORTS = {  # sort key -> SQL expression (a whitelist: user text is neve
     "feature": "f.feature",
     "name": "lower(f.name)",
     "detection": "d.score",
+    "steerability": "st.flip_lower",
 }
 CONCEPT_SORTS: tuple[str, ...] = tuple(_CONCEPT_SORTS)
 """The keys :class:`ConceptQuery` may sort by."""
@@ -54,6 +55,10 @@ class ConceptQuery:
     """Only features scoring at least this (0: no filter)."""
     named_only: bool = False
     """Only features the describe stage named."""
+    min_steerability: float = 0.0
+    """Only features whose best steerability row flips at least this share of probe clips (0: no filter)."""
+    steer_track: str | None = None
+    """Only features that steer this track (a steerability row with a flip); None: no filter."""
     sort: str = "rank"
     """One of :data:`CONCEPT_SORTS`."""
     descending: bool = False
@@ -68,7 +73,7 @@ class ConceptQuery:
             raise ValueError(f"cannot sort by {self.sort!r}; choose one of {list(CONCEPT_SORTS)}")
 
     def where(self) -> tuple[str, list]:
-        """The WHERE clause (with parameters) over ``features f JOIN saes s``."""
+        """The WHERE clause (with parameters) over ``features f JOIN saes s LEFT JOIN feature_steerability st``."""
         clauses, params = [], []
         if self.sae_id is not None:
             clauses.append("f.sae_id = ?")
@@ -81,6 +86,13 @@ class ConceptQuery:
             params.append(float(self.min_monosemanticity))
         if self.named_only:
             clauses.append("f.name IS NOT NULL AND f.name <> ''")
+        if self.min_steerability and self.min_steerability > 0:
+            clauses.append("st.flip_rate >= ?")
+            params.append(float(self.min_steerability))
+        if self.steer_track:
+            clauses.append("EXISTS (SELECT 1 FROM steerability t WHERE t.sae_id = f.sae_id AND t.feature = f.feature "
+                           "AND t.track = ? AND t.flipped > 0)")
+            params.append(self.steer_track)
         for word in (self.text or "").split():
             if "/" in word:
                 clauses.append("(f.sae_id || '/' || CAST(f.feature AS VARCHAR)) = ?")
@@ -105,12 +117,25 @@ class ConceptRow(NamedTuple):
     monosemanticity: float | None
     rank: int | None
     density: float | None
-    detection: float | None
+    detection: float | None = None
     """Detection score (AUROC of the name as a CLAP query; None where not scored)."""
+    steer_track: str | None = None
+    """Track and target of its best steerability row (None: not measured)."""
+    steer_target: str | None = None
+    flip_rate: float | None = None
+    flipped: int | None = None
+    steer_n: int | None = None
 
     @property
     def ref(self) -> str:
         return f"{self.sae_id}/{self.feature}"
+
+    @property
+    def steers(self) -> str:
+        """'gender -> male 12/12', or '' when not measured."""
+        if self.steer_track is None:
+            return ""
+        return f"{self.steer_track} -> {self.steer_target} {self.flipped}/{self.steer_n}"
 
 
 class ConceptsPage(NamedTuple):
@@ -239,13 +264,15 @@ class BrowseReads(CatalogBase):
         size = max(1, min(int(q.page_size), MAX_PAGE_SIZE))
         where, params = q.where()
         base = ("FROM features f JOIN saes s ON s.sae_id = f.sae_id LEFT JOIN feature_detection d "
-                "ON d.sae_id = f.sae_id AND d.feature = f.feature AND d.judge = 'clap'" + where)
+                "ON d.sae_id = f.sae_id AND d.feature = f.feature AND d.judge = 'clap' "
+                "LEFT JOIN feature_steerability st ON st.sae_id = f.sae_id AND st.feature = f.feature" + where)
         total = int(self._fetch(f"SELECT count(*) {base}", params)[1][0][0])
         n_pages = max(1, math.ceil(total / size))
         page = min(max(1, int(q.page)), n_pages)
         order = f"{_CONCEPT_SORTS[q.sort]} {'DESC' if q.descending else 'ASC'} NULLS LAST, s.layer, f.sae_id, f.feature"
         rows = self._fetch(
-            "SELECT f.sae_id, f.feature, f.name, f.description, s.layer, f.monosemanticity, f.rank, f.density, d.score "
+            "SELECT f.sae_id, f.feature, f.name, f.description, s.layer, f.monosemanticity, f.rank, f.density, d.score, "
+            "st.track, st.target, st.flip_rate, st.flipped, st.n "
             f"{base} ORDER BY {order} LIMIT ? OFFSET ?", params + [size, (page - 1) * size])[1]
         return ConceptsPage([ConceptRow(*r) for r in rows], total, page, n_pages)
 
@@ -267,6 +294,11 @@ class BrowseReads(CatalogBase):
         rows = self._fetch("SELECT clip_id, caption FROM clips ORDER BY split = 'test' DESC, clip_id LIMIT ?",
                            [int(limit)])[1]
         return [ClipChoice(*r) for r in rows]
+
+    def clip_choice(self, clip_id: str) -> ClipChoice:
+        """One clip as a choice (NotFound when it is not in the catalog)."""
+        c = self.clip(clip_id)
+        return ClipChoice(c.clip_id, c.caption)
 
     def label_values(self) -> dict[str, list[str]]:
         """track -> the sorted label values the clips carry (e.g. 'gender' -> ['female', 'male'])."""

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 from ard_core.catalog.base import CatalogBase
 from ard_core.catalog.browse import NotFound
+from ard_core.catalog.refs import FeatureRef, parse_feature_ref
 from ard_core.catalog.rows import (
     ClipPredictionRow,
     ClipRow,
@@ -19,6 +20,7 @@ from ard_core.catalog.rows import (
     LensEnrichmentRow,
     LensScoreRow,
     LensSummaryRow,
+    SteerabilityRow,
     SteeringResultRow,
 )
 
@@ -38,6 +40,15 @@ class ClipEvaluation(NamedTuple):
     clip: ClipRow
     scores: list[ClipScoreRow]
     predictions: list[ClipPredictionRow]
+
+
+class SteerableFeature(NamedTuple):
+    """A feature and how well it steers one track (the Steer tab's feature picker)."""
+
+    ref: str
+    name: str | None
+    best: SteerabilityRow
+    """Its best steerability row for the track."""
 
 
 class ResultReads(CatalogBase):
@@ -139,5 +150,36 @@ class ResultReads(CatalogBase):
         return self.rows(DetectionRow, "sae_id = ? AND feature = ?", [sae_id, int(feature)])
 
     def steering_results(self) -> list[SteeringResultRow]:
-        """Every steering-evaluation row, by mapping, method, feature and value."""
-        return self.rows(SteeringResultRow)
+        """Every steering-evaluation row (Table 3), by mapping, method, feature and value."""
+        return self.rows(SteeringResultRow, order_by="mapping, method, layer NULLS LAST, sae_id, feature, value, judge")
+
+    # -- steerability ----------------------------------------------------------------------------
+    def steerability(self, ref: str | FeatureRef) -> list[SteerabilityRow]:
+        """The feature's steerability rows, best first (flip_lower, flip rate, smaller multiple, track, target)."""
+        fr = parse_feature_ref(str(ref))
+        return self.rows(SteerabilityRow, "sae_id = ? AND feature = ?", [fr.sae_id, fr.feature],
+                         order_by="flip_lower DESC, flip_rate DESC, abs(multiple), track, target")
+
+    def steerability_for(self, track: str, target: str) -> list[SteerabilityRow]:
+        """Every candidate measured for steering ``track`` to ``target``, best first."""
+        return self.rows(SteerabilityRow, "track = ? AND target = ?", [track, target],
+                         order_by="flip_lower DESC, flip_rate DESC, abs(multiple), sae_id, feature")
+
+    def steerable_features(self, track: str, limit: int) -> list[SteerableFeature]:
+        """The ``limit`` features that steer ``track`` best (each by its best target), flips > 0 only."""
+        rows = self.query(
+            "SELECT s.*, f.name AS feature_name FROM steerability s LEFT JOIN features f USING (sae_id, feature) "
+            "WHERE s.track = ? AND s.flipped > 0 QUALIFY row_number() OVER (PARTITION BY s.sae_id, s.feature "
+            "ORDER BY s.flip_lower DESC, s.flip_rate DESC, abs(s.multiple), s.target) = 1 "
+            "ORDER BY s.flip_lower DESC, s.flip_rate DESC, abs(s.multiple), s.sae_id, s.feature LIMIT ?",
+            [track, int(limit)])
+        out = []
+        for r in rows:
+            name = r.pop("feature_name")
+            best = SteerabilityRow(**r)
+            out.append(SteerableFeature(best.ref, name, best))
+        return out
+
+    def steerability_tracks(self) -> list[str]:
+        """Tracks with steerability rows."""
+        return self._distinct("track", "steerability")

@@ -218,6 +218,33 @@ class SteeringResultRow:
     judge: str
     sensitivity: float
     n: int
+    layer: int | None = None
+    best_layer: bool | None = None
+    sensitivity_all: float | None = None
+    n_all: int | None = None
+    probe_flip_rate: float | None = None
+
+
+@dataclass
+class SteerabilityRow:
+    sae_id: str
+    feature: int
+    track: str
+    target: str
+    value: float
+    flip_rate: float
+    n: int
+    flipped: int
+    multiple: float
+    clip_id: str | None
+    prompt_format: str
+    how: str
+    flip_lower: float
+    """95% Wilson lower bound of flip_rate over n: the ranking key (3 of 3 ranks below 15 of 16)."""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.sae_id}/{self.feature}"
 
 
 @dataclass
@@ -249,6 +276,7 @@ TABLE_OF: dict[type, str] = {
     ClipPredictionRow: "clip_predictions",
     DetectionRow: "feature_detection",
     SteeringResultRow: "steering_results",
+    SteerabilityRow: "steerability",
     AnnotationRow: "annotations",
 }
 
@@ -273,5 +301,6 @@ PRIMARY_KEY: dict[str, tuple[str, ...]] = {
     "clip_predictions": ("sae_id", "method", "seed", "clip_id", "rank"),
     "feature_detection": ("sae_id", "feature", "judge"),
     "steering_results": ("mapping", "method", "sae_id", "feature", "value", "judge"),
+    "steerability": ("sae_id", "feature", "track", "target"),
     "annotations": ("annotator", "session_id", "sae_id", "feature"),
 }

@@ -155,6 +155,30 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sae_id, feature, judge)
     );
     """,
+    # 6: steerability (the steerability stage) and Table 3 as chosen on probe, judged on test.
+    # Rows rank by flip_lower, the flip rate's 95% Wilson lower bound: 3 of 3 clips is weaker
+    # evidence than 15 of 16.
+    # steering_results' value was a multiple of max activation and its rows a sweep over
+    # features; they now hold one chosen (feature, value) per method and layer, so the old
+    # rows are dropped (run steer-eval again).
+    """
+    CREATE TABLE steerability (
+        sae_id VARCHAR, feature INTEGER, track VARCHAR, target VARCHAR, value DOUBLE, flip_rate DOUBLE,
+        n INTEGER, flipped INTEGER, multiple DOUBLE, clip_id VARCHAR, prompt_format VARCHAR, how VARCHAR,
+        flip_lower DOUBLE,
+        PRIMARY KEY (sae_id, feature, track, target)
+    );
+    CREATE VIEW feature_steerability AS
+    SELECT * FROM steerability
+    QUALIFY row_number() OVER (PARTITION BY sae_id, feature
+                               ORDER BY flip_lower DESC, flip_rate DESC, abs(multiple), track, target) = 1;
+    DELETE FROM steering_results;
+    ALTER TABLE steering_results ADD COLUMN layer INTEGER;
+    ALTER TABLE steering_results ADD COLUMN best_layer BOOLEAN;
+    ALTER TABLE steering_results ADD COLUMN sensitivity_all DOUBLE;
+    ALTER TABLE steering_results ADD COLUMN n_all INTEGER;
+    ALTER TABLE steering_results ADD COLUMN probe_flip_rate DOUBLE;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,8 +2,9 @@
 
 ``create_app`` opens the catalog read-only, loads the model once, renders every
 tab (``render``) and wires its events (``listen``). Cross-tab wiring lives here:
-opening a feature from the Concepts table, and the deep link
-``?feature=SAE_ID/K`` (also ``?tab=lens`` etc.), read from the page request.
+opening a feature from the Concepts table, and the deep links read from the page
+request: ``?feature=SAE_ID/K`` (the feature page), ``?tab=lens`` etc., and
+``?tab=steer&feature=SAE_ID/K&value=V`` (the Steer tab pre-filled, :func:`steer.link_updates`).
 """
 
 from __future__ import annotations
@@ -80,16 +81,7 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
         annotate.listen(ctx, aw, demo)
         evaluation.listen(ctx, ew)
 
-        @guard
-        def deep_link(request: gr.Request) -> list[Any]:
-            params = dict(request.query_params) if request is not None else {}
-            skip = [gr.skip()] * (len(feature_outs) - 1)
-            if params.get("feature"):
-                return feature.show(ctx, params["feature"]) + [gr.Tabs(selected="feature")]
-            tab = params.get("tab")
-            return skip + [gr.Tabs(selected=tab) if tab in TABS else gr.skip()]
-
-        demo.load(deep_link, None, feature_outs, api_visibility="private")
+        wire_deep_links(ctx, demo, fw, sw, tabs)
 
         def feature_api(ref: str) -> dict:
             """A feature as JSON: name, scores, top/bottom clips with their activation over time."""
@@ -97,6 +89,26 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
 
         gr.api(feature_api, api_name="feature")
     return App(demo, ctx)
+
+
+def wire_deep_links(ctx: AppContext, demo: gr.Blocks, fw: feature.FeatureWidgets, sw: steer.SteerWidgets,
+                    tabs: gr.Tabs) -> None:
+    """On page load: ``?tab=steer&feature=REF&value=V`` fills the Steer tab, ``?feature=REF`` opens the
+    feature page, ``?tab=NAME`` selects a tab."""
+    n_feature, n_steer = len(feature.outputs(fw)), len(steer.link_outputs(sw))
+
+    @guard
+    def deep_link(request: gr.Request) -> list[Any]:
+        params = dict(request.query_params) if request is not None else {}
+        tab = params.get("tab")
+        if tab == "steer" and params.get("feature"):
+            return ([gr.skip()] * n_feature + steer.link_updates(ctx, params["feature"], params.get("value"))
+                    + [gr.Tabs(selected="steer")])
+        if params.get("feature"):
+            return feature.show(ctx, params["feature"]) + [gr.skip()] * n_steer + [gr.Tabs(selected="feature")]
+        return [gr.skip()] * (n_feature + n_steer) + [gr.Tabs(selected=tab) if tab in TABS else gr.skip()]
+
+    demo.load(deep_link, None, feature.outputs(fw) + steer.link_outputs(sw) + [tabs], api_visibility="private")
 
 
 def launch(app: App, port: int = 7860, host: str = "127.0.0.1", **kw: Any) -> None:

@@ -1,6 +1,8 @@
 """Concepts tab: a searchable, sortable, paged table of every scored SAE feature.
 
-Selecting a row opens the feature page (wired in :func:`listen`).
+Selecting a row opens the feature page (wired in :func:`listen`). The 'steers' column is a
+feature's best steerability row (track -> target, flipped / probe clips); the table sorts by
+it ('steerability') and filters to the features that steer one track.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from ard_core.ui.context import AppContext, UserError
 
 ALL = "All"
 """The filter dropdowns' 'no filter' choice."""
-COLUMNS = ["feature", "name", "description", "layer", "SAE", "monosemanticity", "rank", "density", "detection"]
-DATATYPES = ["str", "str", "str", "number", "str", "number", "number", "number", "number"]
+COLUMNS = ["feature", "name", "description", "layer", "SAE", "monosemanticity", "rank", "density", "detection",
+           "steers"]
+DATATYPES = ["str", "str", "str", "number", "str", "number", "number", "number", "number", "str"]
 PAGE_SIZES = [10, 25, 50, 100]
 
 
@@ -36,10 +39,11 @@ class ConceptPage(NamedTuple):
         return f"{self.total:,} features · page {self.page} of {self.n_pages}"
 
 
-def filter_options(ctx: AppContext) -> tuple[list[str], list[str]]:
-    """(SAE ids, layers) for the filter dropdowns, each led by 'All'."""
+def filter_options(ctx: AppContext) -> tuple[list[str], list[str], list[str]]:
+    """(SAE ids, layers, steered tracks) for the filter dropdowns, each led by 'All'."""
     saes = ctx.catalog.saes()
-    return [ALL] + [s.sae_id for s in saes], [ALL] + [str(layer) for layer in sorted({s.layer for s in saes})]
+    return ([ALL] + [s.sae_id for s in saes], [ALL] + [str(layer) for layer in sorted({s.layer for s in saes})],
+            [ALL] + ctx.catalog.steerability_tracks())
 
 
 def search_features(ctx: AppContext, q: ConceptQuery) -> ConceptPage:
@@ -49,12 +53,12 @@ def search_features(ctx: AppContext, q: ConceptQuery) -> ConceptPage:
         [[r.ref, r.name or "", r.description or "", r.layer, r.sae_id,
           None if r.monosemanticity is None else round(float(r.monosemanticity), 3), r.rank,
           None if r.density is None else round(float(r.density), 4),
-          None if r.detection is None else round(float(r.detection), 3)]
+          None if r.detection is None else round(float(r.detection), 3), r.steers]
          for r in res.rows], columns=COLUMNS)
     return ConceptPage(table, res.total, res.page, res.n_pages, refs)
 
 
-def query_from_widgets(text, sae, layer, min_mono, named_only, sort, descending, page_size,  # noqa: ANN001
+def query_from_widgets(text, sae, layer, min_mono, named_only, sort, descending, page_size, steers,  # noqa: ANN001
                        page) -> ConceptQuery:
     """The widgets' values as a query: 'All' is no filter, and the layer must be a number."""
     layer = str(layer or ALL)
@@ -66,7 +70,7 @@ def query_from_widgets(text, sae, layer, min_mono, named_only, sort, descending,
         return ConceptQuery(text=text or "", sae_id=None if (sae or ALL) == ALL else sae, layer=layer_no,
                             min_monosemanticity=float(min_mono or 0), named_only=bool(named_only),
                             sort=sort or "rank", descending=bool(descending), page=int(page or 1),
-                            page_size=int(page_size or 25))
+                            page_size=int(page_size or 25), steer_track=None if (steers or ALL) == ALL else steers)
     except ValueError as exc:  # an unknown sort key
         raise UserError(str(exc)) from None
 
@@ -83,6 +87,7 @@ class ConceptsWidgets:
     sort: gr.Dropdown
     descending: gr.Checkbox
     page_size: gr.Dropdown
+    steers: gr.Dropdown
     page: gr.Number
     prev: gr.Button
     next: gr.Button
@@ -92,7 +97,7 @@ class ConceptsWidgets:
 
 
 def render(ctx: AppContext) -> ConceptsWidgets:
-    saes, layers = filter_options(ctx)
+    saes, layers, tracks = filter_options(ctx)
     first = search_features(ctx, ConceptQuery())
     gr.Markdown("Every scored feature of every SAE. Search names and descriptions, filter, sort, "
                 "and click a row to open its feature page.")
@@ -108,10 +113,12 @@ def render(ctx: AppContext) -> ConceptsWidgets:
         with gr.Column(scale=1, min_width=130):
             descending = gr.Checkbox(False, label="Descending")
             named_only = gr.Checkbox(False, label="Named only")
+        steers = gr.Dropdown(tracks, value=ALL, label="Steers", scale=1, min_width=110, elem_id="concepts-steers",
+                             info="only features that steer this track")
         page_size = gr.Dropdown(PAGE_SIZES, value=25, label="Per page", scale=1, min_width=90)
     table = gr.Dataframe(first.table, headers=COLUMNS, datatype=DATATYPES, interactive=False, wrap=True,
                          max_height=620, elem_id="concepts-table", show_search="none",
-                         column_widths=["16%", "13%", "26%", "5%", "13%", "8%", "5%", "7%", "7%"])
+                         column_widths=["14%", "11%", "22%", "5%", "11%", "8%", "5%", "6%", "6%", "12%"])
     with gr.Row(elem_classes="ard-pager"):
         prev = gr.Button("◀ Previous", size="sm", scale=0, min_width=110)
         info = gr.Markdown(first.summary, elem_id="concepts-info")
@@ -119,7 +126,7 @@ def render(ctx: AppContext) -> ConceptsWidgets:
                          elem_id="concepts-page")
         nxt = gr.Button("Next ▶", size="sm", scale=0, min_width=110)
     refs = gr.State(first.refs)
-    return ConceptsWidgets(text, search, sae, layer, min_mono, named_only, sort, descending, page_size, page,
+    return ConceptsWidgets(text, search, sae, layer, min_mono, named_only, sort, descending, page_size, steers, page,
                            prev, nxt, info, table, refs)
 
 
@@ -131,7 +138,7 @@ def _run(ctx: AppContext, *values):  # noqa: ANN002, ANN202
 
 def listen(ctx: AppContext, w: ConceptsWidgets, open_feature) -> None:  # noqa: ANN001
     """``open_feature(ref)`` wiring comes from the app: it fills the feature page and switches to it."""
-    filters = [w.text, w.sae, w.layer, w.min_mono, w.named_only, w.sort, w.descending, w.page_size]
+    filters = [w.text, w.sae, w.layer, w.min_mono, w.named_only, w.sort, w.descending, w.page_size, w.steers]
     outs = [w.table, w.info, w.page, w.refs]
 
     @guard
@@ -150,7 +157,7 @@ def listen(ctx: AppContext, w: ConceptsWidgets, open_feature) -> None:  # noqa: 
 
     w.search.click(first_page, filters, outs, api_name="search_features")
     w.text.submit(first_page, filters, outs, api_visibility="private")
-    for comp in (w.sae, w.layer, w.named_only, w.sort, w.descending, w.page_size):
+    for comp in (w.sae, w.layer, w.named_only, w.sort, w.descending, w.page_size, w.steers):
         comp.change(first_page, filters, outs, api_visibility="private", show_progress="minimal")
     w.min_mono.release(first_page, filters, outs, api_visibility="private", show_progress="minimal")
     w.page.submit(at_page, filters + [w.page], outs, api_visibility="private")

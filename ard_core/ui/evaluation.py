@@ -88,11 +88,18 @@ def evaluation_table(ctx: AppContext, table_name: str, protocol: str | None = No
 
 
 def steering_table(ctx: AppContext) -> pd.DataFrame:
-    """The steering evaluation: sensitivity of the judged attribute per feature and value."""
+    """Table 3's rows: per mapping, method and layer the (feature, value) chosen on probe, its probe flip rate,
+    and its sensitivity on test over the movable and over all source samples ('best' marks Table 3's layer)."""
+
+    def num(x: float | None) -> float | None:
+        return None if x is None or x != x else round(float(x), 4)
+
     return pd.DataFrame(
-        [[r.mapping, r.method, f"{r.sae_id}/{r.feature}", r.value, r.judge,
-          round(r.sensitivity, 4) if r.sensitivity is not None else None, r.n] for r in ctx.catalog.steering_results()],
-        columns=["mapping", "method", "feature", "value", "judge", "sensitivity", "n"])
+        [[r.mapping, r.method, r.layer, "yes" if r.best_layer else "", f"{r.sae_id}/{r.feature}", round(r.value, 4),
+          num(r.probe_flip_rate), num(r.sensitivity), r.n, num(r.sensitivity_all), r.n_all, r.judge]
+         for r in ctx.catalog.steering_results()],
+        columns=["mapping", "method", "layer", "best", "feature", "value", "probe flip rate", "sensitivity", "n",
+                 "sensitivity (all)", "n (all)", "judge"])
 
 
 # -- the per-clip view -----------------------------------------------------------------------
@@ -179,7 +186,7 @@ def render(ctx: AppContext) -> EvaluationWidgets:
         human = gr.Markdown(guard(lambda: summary_markdown(ctx)))
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
     human_table = gr.Dataframe(guard(lambda: summary_table(ctx)), interactive=False)
-    gr.Markdown("#### Steering (Table 3) — sensitivity of the judged attribute to the steering value")
+    gr.Markdown("#### Steering (Table 3) — each method's feature and value chosen on probe, its sensitivity on test")
     steer = steering_table(ctx)
     if len(steer):
         gr.Dataframe(steer, interactive=False, elem_id="eval-steering")

@@ -4,7 +4,9 @@ Each example clip gets an audio player, its caption and scores (r = mu x c), and
 its activation over time aligned with the clip's mel spectrogram. Activations
 are recomputed on demand from the activation store (:mod:`ard_core.traces`); the
 catalog's ``feature_pages`` row gives the rest in one lookup. The deep link
-``?feature=SAE_ID/K`` opens this page.
+``?feature=SAE_ID/K`` opens this page. Where the steerability stage measured the feature,
+the page says what it steers and links to the Steer tab pre-filled to try it
+(``?tab=steer&feature=SAE_ID/K&value=V``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ard_core.audio import MelSpectrogram, load_audio, log_mel
-from ard_core.catalog import ClipRow, DetectionRow, FeatureExampleRow, FeatureRow, SaeRow
+from ard_core.catalog import ClipRow, DetectionRow, FeatureExampleRow, FeatureRow, SaeRow, SteerabilityRow
 from ard_core.traces import Trace, activation_over_time, activation_sample
 from ard_core.ui import plots
 from ard_core.ui.common import fmt_num, guard
@@ -67,6 +69,26 @@ class FeatureView(NamedTuple):
     hist_fig: go.Figure
     detection: dict[str, DetectionRow] = {}
     """judge -> the feature's detection score (the evaluate stage scores named features)."""
+    steer: tuple[SteerabilityRow, ...] = ()
+    """Its steerability rows, best first (empty: not measured)."""
+
+    @property
+    def steer_link(self) -> str | None:
+        """The Steer tab pre-filled with its best steering (None: nothing it steers)."""
+        best = self.steer[0] if self.steer else None
+        return steer_link(self.ref, best.value) if best is not None and best.flipped > 0 else None
+
+    @property
+    def steers(self) -> str:
+        """'Steers gender -> male on 12 of 12 probe clips at value 30' (and the next best), or why not."""
+        if not self.steer:
+            return "<small>Steerability not measured (the steerability stage tries named and contrast ones).</small>"
+        lines = [_steers_line(r) for r in self.steer[:3] if r.flipped > 0]
+        if not lines:
+            b = self.steer[0]
+            return (f"Steers nothing it was tried on: {b.track} -> {b.target} flipped 0 of {b.n} probe clips "
+                    f"(best value {b.value:.3g}).")
+        return "  \n".join(lines)
 
     @property
     def header(self) -> str:
@@ -87,6 +109,16 @@ class FeatureView(NamedTuple):
         cells = "".join(f" {fmt_num(d.score)} <small>({d.n_pos}+{d.n_neg} clips)</small> |" for _, d in det)
         return (f"| monosemanticity | rank | density | max activation |{head}\n|---|---|---|---|{'---|' * len(det)}\n"
                 f"| **{fmt_num(f.monosemanticity)}** | {rank} | {fmt_num(f.density, 4)} | {fmt_num(f.max_act)} |{cells}")
+
+
+def steer_link(ref: str, value: float) -> str:
+    """The deep link opening the Steer tab with ``ref`` set to ``value`` (and a probe clip and preset)."""
+    return f"?tab=steer&feature={ref}&value={value:.6g}"
+
+
+def _steers_line(r: SteerabilityRow) -> str:
+    return (f"**Steers {html.escape(r.track)} -> {html.escape(r.target)}** on {r.flipped} of {r.n} probe clips "
+            f"at value {r.value:.3g} ({r.multiple:g} x the layer's median token norm)")
 
 
 # -- what the page draws ----------------------------------------------------------------------
@@ -165,7 +197,8 @@ def feature_view(ctx: AppContext, ref: str) -> FeatureView:
     (top, n_top), (bottom, n_bottom) = examples["top"], examples["bottom"]
     detection = {d.judge: d for d in ctx.catalog.feature_detection(sae.sae_id, fr.feature)}
     return FeatureView(str(fr), row, sae, len(dens), top, bottom, n_top, n_bottom, page.prev_ref, page.next_ref,
-                       density_fig, feature_histogram(ctx, sae, fr.feature), detection)
+                       density_fig, feature_histogram(ctx, sae, fr.feature), detection,
+                       tuple(ctx.catalog.steerability(fr)))
 
 
 def feature_json(ctx: AppContext, ref: str) -> dict[str, Any]:
@@ -182,7 +215,9 @@ def feature_json(ctx: AppContext, ref: str) -> dict[str, Any]:
             "sae_id": v.sae.sae_id, "monosemanticity": f.monosemanticity, "rank": f.rank, "density": f.density,
             "max_act": f.max_act, "detection": {j: d.score for j, d in v.detection.items()},
             "top": [ex(e) for e in v.top], "bottom": [ex(e) for e in v.bottom],
-            "prev": v.prev_ref, "next": v.next_ref}
+            "prev": v.prev_ref, "next": v.next_ref,
+            "steerability": [{"track": r.track, "target": r.target, "value": r.value, "flipped": r.flipped, "n": r.n}
+                             for r in v.steer]}
 
 
 # -- widgets ------------------------------------------------------------------------------------
@@ -202,6 +237,8 @@ class FeatureWidgets:
     next: gr.Button
     header: gr.Markdown
     scores: gr.Markdown
+    steers: gr.Markdown
+    steer_btn: gr.Button
     density: gr.Plot
     hist: gr.Plot
     top_title: gr.Markdown
@@ -234,6 +271,9 @@ def render(ctx: AppContext) -> FeatureWidgets:
     header = gr.Markdown("Pick a feature in the Concepts tab, or type its reference above.",
                          elem_classes="ard-feature-title", elem_id="feature-header")
     scores = gr.Markdown()
+    with gr.Row(equal_height=True):
+        steers = gr.Markdown(elem_id="feature-steers")
+        steer_btn = gr.Button("Try it in the Steer tab", visible=False, scale=0, min_width=200, elem_id="feature-steer")
     with gr.Row():
         density = gr.Plot(show_label=False, elem_id="feature-density")
         hist = gr.Plot(show_label=False, elem_id="feature-hist")
@@ -241,11 +281,13 @@ def render(ctx: AppContext) -> FeatureWidgets:
     top = _cards(ctx.max_examples, "top-clip")
     bottom_title = gr.Markdown("### Bottom clips")
     bottom = _cards(ctx.max_examples, "bottom-clip")
-    return FeatureWidgets(ref, open_, prev, nxt, header, scores, density, hist, top_title, top, bottom_title, bottom)
+    return FeatureWidgets(ref, open_, prev, nxt, header, scores, steers, steer_btn, density, hist, top_title, top,
+                          bottom_title, bottom)
 
 
 def outputs(w: FeatureWidgets) -> list[gr.components.Component]:
-    out: list = [w.ref, w.prev, w.next, w.header, w.scores, w.density, w.hist, w.top_title, w.bottom_title]
+    out: list = [w.ref, w.prev, w.next, w.header, w.scores, w.steers, w.steer_btn, w.density, w.hist, w.top_title,
+                 w.bottom_title]
     for c in w.top + w.bottom:
         out += [c.box, c.text, c.audio, c.plot]
     return out
@@ -261,7 +303,9 @@ def show(ctx: AppContext, ref: str) -> list[Any]:
         v.ref,
         gr.Button(interactive=v.prev_ref is not None),
         gr.Button(interactive=v.next_ref is not None),
-        v.header, v.scores, v.density_fig, v.hist_fig,
+        v.header, v.scores, v.steers,
+        gr.Button(visible=v.steer_link is not None, link=v.steer_link),
+        v.density_fig, v.hist_fig,
         f"### Top clips — the {len(v.top)} most representative (highest r = μ × c)"
         + (f", of {v.n_top}" if v.n_top > p else ""),
         f"### Bottom clips — the {len(v.bottom)} least representative among clips where it fires"

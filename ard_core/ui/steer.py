@@ -3,6 +3,11 @@
 The model is the one loaded once at start-up. Requests go through Gradio's queue
 with a concurrency limit of 1 (and :attr:`AppContext.model_lock`), because steering
 works by hooks on the shared model: two requests at once would steer each other.
+
+Once a track's preset is chosen, the feature picker lists the features that steer that
+track first (the steerability stage's flip rates), and a picked feature's slider starts at
+its measured value. The deep link ``?tab=steer&feature=SAE_ID/K&value=V`` (the feature
+page's button) fills in the feature, its value, the preset and a probe clip it flipped.
 """
 
 from __future__ import annotations
@@ -18,92 +23,25 @@ import plotly.graph_objects as go
 from ard_core.ui import plots
 from ard_core.ui.common import guard, note
 from ard_core.ui.context import AppContext, UserError, parse_ref
+from ard_core.ui.steer_choices import (  # noqa: F401  (presets, clip_audio_path, slider_spec: the tab's API)
+    API_VALUE_BOUND,
+    MAX_FEATURES,
+    MAX_LABELS,
+    MAX_NEW_TOKENS,
+    MAX_PROMPT_CHARS,
+    POSITION_CHOICES,
+    check_value,
+    clip_audio_path,
+    clip_choices,
+    feature_choices,
+    parse_labels,
+    prefill,
+    presets,
+    slider_spec,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ard_core.steering import SteerResult, SteerSpec
-
-MAX_FEATURES = 4
-"""Features steered at once (one value slider each)."""
-API_VALUE_BOUND = 1e4
-"""Largest steering value (in magnitude) the API accepts."""
-MAX_PROMPT_CHARS = 2000
-"""Longest question or assistant prefix: the prompt's length is the model's cost."""
-MAX_LABELS = 32
-"""Most labels compared at once (each is a lens curve)."""
-MAX_NEW_TOKENS = 64
-"""Longest generation a request may ask for."""
-MAX_CHOICES = 3000
-MAX_CLIPS = 2000
-POSITION_CHOICES = [("audio tokens", "audio"), ("prompt tokens", "prompt"), ("generated tokens", "generated")]
-
-
-class Preset(NamedTuple):
-    question: str
-    prefix: str
-    labels: tuple[str, ...]
-
-
-def presets(ctx: AppContext) -> dict[str, Preset]:
-    """Prompt presets: the caption instruction and each track's P2 / P3 question (AudioLens Table I)."""
-    from ard_core.prompts import CAPTION_QUESTION, TRACK_PROMPTS, attribute_prompt, p3_options
-
-    seen = ctx.catalog.label_values()
-    out = {"Caption (free text)": Preset(CAPTION_QUESTION, "", ())}
-    for track, tp in TRACK_PROMPTS.items():
-        options = p3_options(track, seen[track]) if seen.get(track) else tp.paper_options
-        if not options:
-            continue
-        if track == "emotion":
-            options = tuple(o for o in options if o != "neutral")  # P3 lists Table I's five (see prompts.py)
-        p2 = attribute_prompt(track, "P2")
-        p3 = attribute_prompt(track, "P3", options)
-        out[f"{track}: question (P2)"] = Preset(p2.question, p2.prefix, tuple(options))
-        out[f"{track}: multiple choice (P3)"] = Preset(p3.question, p3.prefix, tuple(options))
-    return out
-
-
-def feature_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    """(label, ref) of steerable features: named ones first (by rank), then the rest by rank."""
-    return [(f"{f.name} — {f.ref}" if f.name else f.ref, f.ref) for f in ctx.catalog.ranked_features(MAX_CHOICES)]
-
-
-def clip_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    return [(f"{c.clip_id} — {c.caption}" if c.caption else c.clip_id, c.clip_id)
-            for c in ctx.catalog.clip_choices(MAX_CLIPS)]
-
-
-def clip_audio_path(ctx: AppContext, clip_id: str) -> str:
-    clip = ctx.catalog.clip(clip_id)
-    path = ctx.catalog.resolve(clip.path)
-    if path is None:
-        raise UserError(f"the audio file of clip {clip_id} ({clip.path}) is not on this machine")
-    return str(path)
-
-
-class SliderSpec(NamedTuple):
-    label: str
-    minimum: float
-    maximum: float
-    value: float
-
-
-def slider_spec(ctx: AppContext, ref: str) -> SliderSpec:
-    """A value range for steering ``ref``: +-4x its largest activation seen in scoring, starting at 2x."""
-    row = ctx.catalog.feature_page(parse_ref(ref)).feature
-    m = float(row.max_act) if row.max_act and np.isfinite(row.max_act) and row.max_act > 0 else 5.0
-    top = float(np.ceil(4 * m))
-    return SliderSpec(f"{row.name or 'unnamed'} ({ref})", -top, top, round(2 * m, 2))
-
-
-def parse_labels(text: str | Sequence[str]) -> list[str]:
-    items = text if isinstance(text, (list, tuple)) else str(text or "").split(",")
-    out: list[str] = []
-    for item in items:
-        item = str(item).strip()
-        if item and item not in out:
-            out.append(item)
-    return out
-
 
 class SteerView(NamedTuple):
     original: str
@@ -115,18 +53,6 @@ class SteerView(NamedTuple):
     summary: str
     notices: tuple[str, ...] = ()
     """Warnings for the user (an uploaded clip cut to the length cap); also in ``summary``."""
-
-
-def check_value(ref: str, value: object) -> float:
-    """A steering value as a float, or a UserError: NaN and inf slip through Gradio's slider bounds check."""
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise UserError(f"the steering value for {ref} is {value!r}, not a number") from None
-    if not np.isfinite(v) or abs(v) > API_VALUE_BOUND:
-        raise UserError(f"the steering value for {ref} is {v!r}; use a finite number from {-API_VALUE_BOUND:g} "
-                        f"to {API_VALUE_BOUND:g}")
-    return v
 
 
 class SteerRequest(NamedTuple):
@@ -262,6 +188,8 @@ class SteerWidgets:
     probs: gr.Dataframe
     probs_fig: gr.Plot
     lens_fig: gr.Plot
+    pending: gr.State
+    """ref -> value a deep link asks for: the next slider update starts there (then it is cleared)."""
 
 
 def render(ctx: AppContext) -> SteerWidgets:
@@ -284,9 +212,11 @@ def render(ctx: AppContext) -> SteerWidgets:
             labels = gr.Textbox(", ".join(pre[first].labels), label="Labels to compare (comma separated)",
                                 elem_id="steer-labels")
         with gr.Column(scale=2):
-            features = gr.Dropdown(feature_choices(ctx), value=[], multiselect=True, max_choices=MAX_FEATURES,
-                                   allow_custom_value=True, filterable=True, label="Features to steer (type to search)",
-                                   info="named features first; any SAE_ID/K can be typed", elem_id="steer-features")
+            features = gr.Dropdown(feature_choices(ctx, pre[first].track), value=[], multiselect=True,
+                                   max_choices=MAX_FEATURES, allow_custom_value=True, filterable=True,
+                                   label="Features to steer (type to search)",
+                                   info="those that steer the preset's track first, then named ones; any SAE_ID/K "
+                                        "can be typed", elem_id="steer-features")
             # Wide static bounds: the server checks values against them for API callers; in the page each
             # slider is narrowed to its feature's range when the feature is picked (slider_updates).
             sliders = [gr.Slider(-API_VALUE_BOUND, API_VALUE_BOUND, value=0, step=0.01, label=f"value {i + 1}",
@@ -309,21 +239,35 @@ def render(ctx: AppContext) -> SteerWidgets:
     lens_fig = gr.Plot(plots.empty_figure("the logit lens of both runs appears here"), show_label=False,
                        elem_id="steer-lens")
     return SteerWidgets(audio, clip, preset, question, prefix, labels, features, sliders, mode, positions, max_new,
-                        run, summary, original, steered, probs, probs_fig, lens_fig)
+                        run, summary, original, steered, probs, probs_fig, lens_fig, gr.State({}))
 
 
-def slider_updates(ctx: AppContext, refs: Sequence[str]) -> list[Any]:
+def slider_updates(ctx: AppContext, refs: Sequence[str], pending: dict | None = None) -> list[Any]:
+    """Slider updates for the picked ``refs``; ``pending`` (ref -> value, from a deep link) sets their start."""
     refs = list(refs or [])
     if len(refs) > MAX_FEATURES:
         raise UserError(f"steer at most {MAX_FEATURES} features at once")
+    pending = pending or {}
     ups = []
     for i in range(MAX_FEATURES):
         if i < len(refs):
-            s = slider_spec(ctx, refs[i])
+            s = slider_spec(ctx, refs[i], pending.get(refs[i]))
             ups.append(gr.Slider(minimum=s.minimum, maximum=s.maximum, value=s.value, label=s.label, visible=True))
         else:
             ups.append(gr.Slider(visible=False))
     return ups
+
+
+def link_outputs(w: SteerWidgets) -> list[Any]:
+    """The widgets :func:`link_updates` fills."""
+    return [w.clip, w.preset, w.features, w.pending]
+
+
+def link_updates(ctx: AppContext, ref: str, value: object | None) -> list[Any]:
+    """Updates for :func:`link_outputs`: the clip, preset and feature of :func:`prefill`, its value pending."""
+    p = prefill(ctx, ref, value)
+    clip = gr.Dropdown(choices=clip_choices(ctx, p.clip_id), value=p.clip_id) if p.clip_id else gr.skip()
+    return [clip, p.preset if p.preset else gr.skip(), [p.ref], {} if p.value is None else {p.ref: p.value}]
 
 
 def listen(ctx: AppContext, w: SteerWidgets) -> None:
@@ -334,15 +278,15 @@ def listen(ctx: AppContext, w: SteerWidgets) -> None:
         p = pre.get(name)
         if p is None:
             raise UserError(f"unknown preset {name!r}")
-        return p.question, p.prefix, ", ".join(p.labels)
+        return p.question, p.prefix, ", ".join(p.labels), gr.Dropdown(choices=feature_choices(ctx, p.track))
 
     @guard
     def on_clip(clip_id: str | None):  # noqa: ANN202
         return clip_audio_path(ctx, clip_id) if clip_id else gr.skip()
 
     @guard
-    def on_features(refs: list[str]):  # noqa: ANN202
-        return slider_updates(ctx, refs)
+    def on_features(refs: list[str], pending: dict):  # noqa: ANN202
+        return [*slider_updates(ctx, refs, pending), {}]
 
     @guard
     def on_run(audio, question, prefix, labels, refs, v0, v1, v2, v3, mode, positions, max_new,  # noqa: ANN001, ANN202
@@ -354,10 +298,11 @@ def listen(ctx: AppContext, w: SteerWidgets) -> None:
             gr.Warning(text)
         return v.summary, v.original, v.steered, v.probs, v.probs_fig, v.lens_fig
 
-    w.preset.change(on_preset, [w.preset], [w.question, w.prefix, w.labels], api_visibility="private",
+    w.preset.change(on_preset, [w.preset], [w.question, w.prefix, w.labels, w.features], api_visibility="private",
                     show_progress="hidden")
     w.clip.change(on_clip, [w.clip], [w.audio], api_visibility="private")
-    w.features.change(on_features, [w.features], w.sliders, api_visibility="private", show_progress="hidden")
+    w.features.change(on_features, [w.features, w.pending], [*w.sliders, w.pending], api_visibility="private",
+                      show_progress="hidden")
     w.run.click(on_run, [w.audio, w.question, w.prefix, w.labels, w.features, *w.sliders, w.mode, w.positions,
                          w.max_new],
                 [w.summary, w.original, w.steered, w.probs, w.probs_fig, w.lens_fig],

@@ -80,3 +80,4 @@ def test_streamed_class_means_equal_the_plain_means():
 def test_top_difference_orders_by_absolute_difference_then_index():
     assert top_difference(np.array([0.0, 2.0, -1.0, 1.0]), np.zeros(4), 3) == [1, 2, 3]
     assert top_difference(np.array([1.0, -1.0]), np.zeros(2), 2) == [0, 1]
+

@@ -46,6 +46,7 @@ from forge.config import ForgeSection, add_config_argument
 from forge.tiny_clap.config import TinyClapConfig
 from forge.tiny_clap.losses import (PhraseBank, audio_text_loss, batch_relation, clip_facts, normalise,
                                     supervised_contrastive)
+from forge.tiny_clap.phrases import HELDOUT_PARAPHRASES
 from forge.tiny_clap.recipe import build_clap_model, build_clap_processor, build_clap_tokenizer
 from forge.training import Budget, TrackHeads, corpus_label_sets, cosine_lr, optimizer_step, set_lr
 
@@ -235,7 +236,7 @@ def audio_phase(cfg: TinyClapConfig, s: ClapSetup, gen: torch.Generator, gen_idx
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     budget = Budget(60 * cfg.max_minutes * cfg.audio_share - (time.time() - t0))
     done = 0
-    for step in tqdm(range(cfg.audio_steps), desc="tiny CLAP phase 1 (audio + heads)", disable=not progress):
+    for step in tqdm(range(cfg.audio_steps), desc="tiny CLAP phase 1 (audio + heads, text)", disable=not progress):
         if budget.over():
             return Phase(done, True)
         lr = cosine_lr(step, cfg.audio_steps, cfg.warmup_steps, cfg.lr, budget.progress())
@@ -300,7 +301,9 @@ def save_clap(cfg: TinyClapConfig, s: ClapSetup, seed: int, audio: Phase, joint:
                "vocab": len(s.tokenizer), "train_clips": len(s.data.records), "distinct_captions": s.n_distinct,
                "audio_steps_done": audio.steps_done, "steps_done": joint.steps_done,
                "train_minutes": round(minutes, 2), "stopped_early": stopped,
-               "manifest_sha256": manifest_sha256, "torch_threads": torch.get_num_threads()}
+               "manifest_sha256": manifest_sha256, "torch_threads": torch.get_num_threads(),
+               "train_paraphrases": sum(len(g) - 1 for g in s.bank.phrases),
+               "heldout_paraphrases": sum(len(g) for labels in HELDOUT_PARAPHRASES.values() for g in labels.values())}
     (cfg.out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return minutes
 

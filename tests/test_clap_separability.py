@@ -14,10 +14,10 @@ import torch
 
 from ard_core.datasets import ClipRecord
 from ard_core.datasets.labels import LABEL_PHRASES
-from forge.tiny_clap.losses import (PhraseBank, batch_relation, clip_facts, concept_key, multi_positive_nce,
-                                    supervised_contrastive)
+from forge.tiny_clap.losses import (PhraseBank, batch_relation, caption_phrase_loss, clip_facts, concept_key,
+                                    multi_positive_nce, supervised_contrastive)
 from forge.tiny_clap.phrases import HELDOUT_PARAPHRASES, TRAIN_PARAPHRASES, concept_phrases
-from forge.tiny_clap.separability import BETWEEN_AIM, WITHIN_AIM, meets_aims, separability
+from forge.tiny_clap.separability import BETWEEN_AIM, WITHIN_AIM, meets_aims, separability, wording_misses
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "assets" / "models" / "tiny-clap"
@@ -130,6 +130,19 @@ def test_multi_positive_nce_against_a_loop() -> None:
     torch.testing.assert_close(multi_positive_nce(logits, pos, neg), torch.stack(ref).mean())
 
 
+def test_caption_phrase_loss_prefers_a_caption_between_all_its_labels() -> None:
+    """A two-label caption embedded on one of its labels only loses more than one between both."""
+    facts = [frozenset({"gender:male", "language:English"})]
+    keys = ["gender:male", "language:English", "animal:dog"]
+    rel = batch_relation(facts, keys)
+    phrase = torch.eye(3)
+    between = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 0.0]]), dim=-1)
+    one_sided = torch.tensor([[0.0, 1.0, 0.0]])
+    assert caption_phrase_loss(between, phrase, rel, 0.2) < caption_phrase_loss(one_sided, phrase, rel, 0.2)
+    manual = multi_positive_nce(between @ phrase.T / 0.2, rel.positive[:, 1:], rel.negative[:, 1:])
+    torch.testing.assert_close(caption_phrase_loss(between, phrase, rel, 0.2), manual)
+
+
 def test_supervised_contrastive_against_a_loop_and_its_optimum() -> None:
     g = torch.Generator().manual_seed(1)
     emb = torch.nn.functional.normalize(torch.randn(7, 5, generator=g), dim=-1)
@@ -172,3 +185,14 @@ def test_shipped_tiny_clap_separates_the_corpus_concepts(monkeypatch: pytest.Mon
     assert overall.between_max < BETWEEN_AIM, overall.between_pair
     assert overall.within_min > WITHIN_AIM
     assert overall.heldout_min > WITHIN_AIM
+
+
+def test_wording_misses_name_the_planted_stray_phrase() -> None:
+    space = PlantedSpace({k: i for i, k in enumerate(KEYS)})
+    assert wording_misses(space) == []
+    stray = HELDOUT_PARAPHRASES["animal"]["dog"][0]
+    space.of[stray] = KEYS.index(("animal", "cow"))
+    (miss,) = wording_misses(space)
+    assert (miss.track, miss.label, miss.phrase, miss.heldout, miss.nearest) == (
+        "animal", "dog", stray, True, "a cow mooing")
+    assert miss.min_cosine < 0.2

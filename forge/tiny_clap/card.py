@@ -20,7 +20,8 @@ from ard_core.datasets import load_manifest
 from forge.cards import render_card
 from forge.measure import evaluate_clap
 from forge.tiny_clap.config import TinyClapConfig
-from forge.tiny_clap.separability import BETWEEN_AIM, WITHIN_AIM, SeparabilityRow, meets_aims, separability
+from forge.tiny_clap.separability import (BETWEEN_AIM, WITHIN_AIM, SeparabilityRow, WordingMiss, meets_aims,
+                                          separability, wording_misses)
 
 GROUPS: tuple[tuple[str, str], ...] = (("speech", "language"), ("animal", "animal"), ("sound event", "sound_event"))
 """(name in the card, track that marks a clip of the group)."""
@@ -41,7 +42,8 @@ def evaluate_clap_folder(folder: Path, manifest: Path, split: str = "test") -> d
             r = evaluate_clap(emb, [c.record for c in sub], [c.audio for c in sub], progress=False)
             groups[name] = r._asdict()
     return {"split": split, "all": res._asdict(), "groups": groups,
-            "separability": [r._asdict() for r in separability(emb)]}
+            "separability": [r._asdict() for r in separability(emb)],
+            "wording_misses": [m._asdict() for m in wording_misses(emb)]}
 
 
 def retrieval_report(result: dict) -> str:
@@ -57,6 +59,9 @@ def retrieval_report(result: dict) -> str:
                      f"within min {r.within_min:.3f} mean {r.within_mean:.3f}  held-out min {r.heldout_min:.3f} "
                      f"mean {r.heldout_mean:.3f} nearest {100 * r.heldout_nearest:.0f}%"
                      f"{'' if meets_aims(r) else '  (misses an aim)'}")
+    for m in (WordingMiss(**m) for m in result.get("wording_misses", [])):
+        lines.append(f"under the within-label aim: {m.track} {m.label} '{m.phrase}' "
+                     f"({'held-out' if m.heldout else 'training'}) min {m.min_cosine:.3f}, nearest '{m.nearest}'")
     return "\n".join(lines)
 
 
@@ -71,6 +76,16 @@ def _separability_row(r: SeparabilityRow) -> str:
     return (f"| {r.track} | {r.n_labels} | {r.between_max:.3f} | {r.between_pair} | {r.within_min:.3f} "
             f"({r.within_mean:.3f}) | {r.heldout_min:.3f} ({r.heldout_mean:.3f}) | {100 * r.heldout_nearest:.0f}% "
             f"| {ok} |")
+
+
+def _misses_text(misses: list[dict]) -> str:
+    if not misses:
+        return f"Every phrase, held-out ones included, is above {WITHIN_AIM:g} with every other phrase of its label."
+    lines = [f"Phrases under {WITHIN_AIM:g} with some other phrase of their label (nearest reference phrase):"]
+    for m in (WordingMiss(**m) for m in misses):
+        kind = "held-out" if m.heldout else "training"
+        lines.append(f"- {m.track} {m.label}: '{m.phrase}' ({kind}), min {m.min_cosine:.3f}, nearest '{m.nearest}'")
+    return "\n".join(lines)
 
 
 def card_values(folder: Path, result: dict) -> dict[str, object]:
@@ -93,15 +108,17 @@ def card_values(folder: Path, result: dict) -> dict[str, object]:
         "manifest_note": f" {note}" if note else "", "audio_steps": summary.get("audio_steps_done", 0),
         "batch": cfg.batch_size, "steps": summary["steps_done"], "aux_weight": cfg.aux_weight, "lr": cfg.lr,
         "spec_augment": cfg.spec_augment, "seed": summary["seed"], "train_minutes": summary["train_minutes"],
+        "cpu_minutes": summary["train_cpu_minutes"],
         "threads": summary["torch_threads"],
         "stopped": " (a phase ended at its time budget)" if summary["stopped_early"] else "",
         "split": result["split"],
         "rows": "\n".join([_table_row("all", res["all"])] + [_table_row(k, v) for k, v in res["groups"].items()]),
         "sep_rows": "\n".join(_separability_row(SeparabilityRow(**r)) for r in res["separability"]),
         "between_aim": BETWEEN_AIM, "within_aim": WITHIN_AIM, "text_weight": cfg.text_weight,
+        "caption_weight": cfg.caption_weight,
         "text_temperature": cfg.text_temperature, "phrases_per_label": cfg.phrases_per_label,
         "n_paraphrases": summary["train_paraphrases"], "n_heldout": summary["heldout_paraphrases"],
-        "aims_note": summary.get("aims_note", ""),
+        "misses": _misses_text(result.get("wording_misses", [])),
     }
 
 

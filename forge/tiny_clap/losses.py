@@ -15,6 +15,10 @@ Two terms shape the shared space (:mod:`forge.tiny_clap.train` adds the audio he
 - **text <-> text** (:func:`supervised_contrastive`): the phrases of a step, two or more per label,
   as a supervised contrastive loss (Khosla et al., 2020) with the label as class: the wordings of
   one concept are positives, every other label's wordings (other tracks' too) negatives.
+- **caption -> phrases** (:func:`caption_phrase_loss`): a caption holds several concepts, so its
+  positives are the phrases of all its labels and its negatives every other label's phrases. Without
+  it the text encoder becomes a one-concept classifier: "man speaking English" lands on English
+  alone and a composite caption on one of its two events, or on neither.
 
 Each positive competes only with the row's negatives (:func:`multi_positive_nce`), so two true
 texts of a clip ("a man speaking", "an angry voice") are never pushed apart on its account.
@@ -92,6 +96,15 @@ def audio_text_loss(audio: torch.Tensor, text: torch.Tensor, relation: TextRelat
     a2t = multi_positive_nce(sims * scale_a, relation.positive, relation.negative)
     t2a = multi_positive_nce(sims.T * scale_t, relation.positive.T, relation.negative.T)
     return (a2t + t2a) / 2
+
+
+def caption_phrase_loss(caption: torch.Tensor, phrase: torch.Tensor, relation: TextRelation,
+                        temperature: float) -> torch.Tensor:
+    """Multi-positive InfoNCE of the batch captions (clips, D) against the phrases (phrases, D), with
+    the phrase columns of ``relation`` (a clip's caption states exactly the clip's labels)."""
+    b = caption.shape[0]
+    logits = caption @ phrase.T / temperature
+    return multi_positive_nce(logits, relation.positive[:, b:], relation.negative[:, b:])
 
 
 def supervised_contrastive(emb: torch.Tensor, classes: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -9,12 +9,14 @@ label close together. Per track, :func:`separability` reports:
   reference phrase of any *other* label (of any track), and that pair (aim: < 0.5);
 - ``within_min`` / ``within_mean``: over pairs of phrases of one label (reference phrase and
   training paraphrases, :data:`.phrases.TRAIN_PARAPHRASES`), the smallest and mean cosine (aim: > 0.8);
-- ``heldout_min`` / ``heldout_mean``: the same over pairs holding a held-out paraphrase
-  (:data:`.phrases.HELDOUT_PARAPHRASES`, never trained on) and any other phrase of its label;
+- ``heldout_min`` / ``heldout_mean``: the same between each held-out paraphrase
+  (:data:`.phrases.HELDOUT_PARAPHRASES`, never trained on) and each of its label's reference phrase
+  and training paraphrases;
 - ``heldout_nearest``: the share of held-out paraphrases whose nearest reference phrase is
   their own label's (what name matching needs).
 
-The ``all`` row is the same over every track. Any object with ``embed_text`` (L2-normalised
+The ``all`` row is the same over every track; :func:`wording_misses` lists the phrases
+under the within-label aim by name. Any object with ``embed_text`` (L2-normalised
 rows, the ``ard_core.clap`` interface) can be measured.
 """
 
@@ -85,9 +87,7 @@ def _row(track: str, idx: list[int], ph: _Phrases) -> SeparabilityRow:
     i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
     ref_text = [LABEL_PHRASES[t][lab] for t, lab in ph.keys]
     within = np.concatenate([_pair_cosines(ph.train[k]) for k in idx])
-    held = np.concatenate([(ph.heldout[k] @ np.concatenate([ph.train[k], ph.heldout[k]]).T)
-                           [~np.eye(len(ph.heldout[k]), len(ph.train[k]) + len(ph.heldout[k]),
-                                    k=len(ph.train[k]), dtype=bool)] for k in idx])
+    held = np.concatenate([(ph.heldout[k] @ ph.train[k].T).ravel() for k in idx])
     nearest = np.concatenate([np.argmax(ph.heldout[k] @ ph.ref.T, axis=1) == k for k in idx])
     return SeparabilityRow(track, len(idx), float(sub[i, j]), f"'{ref_text[idx[i]]}' / '{ref_text[j]}'",
                            float(within.min()), float(within.mean()), float(held.min()), float(held.mean()),
@@ -104,3 +104,33 @@ def separability(clap: TextEmbedder) -> list[SeparabilityRow]:
 def meets_aims(row: SeparabilityRow) -> bool:
     """Between-label reference cosine below 0.5 and every within-label cosine (held-out too) above 0.8."""
     return row.between_max < BETWEEN_AIM and min(row.within_min, row.heldout_min) > WITHIN_AIM
+
+
+class WordingMiss(NamedTuple):
+    """A phrase whose smallest cosine with the other phrases of its label is at or under the aim."""
+
+    track: str
+    label: str
+    phrase: str
+    heldout: bool
+    min_cosine: float
+    nearest: str
+    """The reference phrase closest to it."""
+
+
+def wording_misses(clap: TextEmbedder) -> list[WordingMiss]:
+    """Every training or held-out paraphrase that misses the within-label aim, worst first."""
+    ph = _embed(clap)
+    out = []
+    for k, (track, lab) in enumerate(ph.keys):
+        group = np.concatenate([ph.train[k], ph.heldout[k]])
+        texts = [LABEL_PHRASES[track][lab], *TRAIN_PARAPHRASES[track][lab], *HELDOUT_PARAPHRASES[track][lab]]
+        n_train = len(ph.train[k])
+        sims = group @ group[:n_train].T  # every phrase against the training phrases, as in the table
+        sims[np.arange(n_train), np.arange(n_train)] = np.inf
+        for r in range(len(texts)):
+            low = float(sims[r].min())
+            if low <= WITHIN_AIM:
+                t, n = ph.keys[int(np.argmax(ph.ref @ group[r]))]
+                out.append(WordingMiss(track, lab, texts[r], r >= n_train, low, LABEL_PHRASES[t][n]))
+    return sorted(out, key=lambda m: m.min_cosine)

@@ -19,7 +19,9 @@ from ard_core.config import load_json
 from ard_core.datasets import load_manifest
 from forge.cards import render_card
 from forge.measure import evaluate_clap
+from ard_core.datasets.labels import LABEL_PHRASES
 from forge.tiny_clap.config import TinyClapConfig
+from forge.tiny_clap.phrases import TRAIN_PARAPHRASES
 from forge.tiny_clap.separability import (BETWEEN_AIM, WITHIN_AIM, SeparabilityRow, WordingMiss, meets_aims,
                                           separability, wording_misses)
 
@@ -84,8 +86,22 @@ def _misses_text(misses: list[dict]) -> str:
     lines = [f"Phrases under {WITHIN_AIM:g} with some other phrase of their label (nearest reference phrase):"]
     for m in (WordingMiss(**m) for m in misses):
         kind = "held-out" if m.heldout else "training"
-        lines.append(f"- {m.track} {m.label}: '{m.phrase}' ({kind}), min {m.min_cosine:.3f}, nearest '{m.nearest}'")
+        lines.append(f"- {m.track} {m.label}: '{m.phrase}' ({kind}), min {m.min_cosine:.3f}, nearest '{m.nearest}'"
+                     + (_rare_words(m) if m.heldout else ""))
     return "\n".join(lines)
+
+
+def _rare_words(m: WordingMiss) -> str:
+    """Why a held-out wording may miss: words of it that the label's training phrases use once only."""
+    train = [LABEL_PHRASES[m.track][m.label], *TRAIN_PARAPHRASES[m.track][m.label]]
+    notes = []
+    for word in m.phrase.split():
+        uses = [p for p in train if word in p.split()]
+        if len(uses) == 1:
+            notes.append(f"'{word}' is trained only in '{uses[0]}'")
+        elif not uses:
+            notes.append(f"'{word}' is in no training phrase of the label")
+    return f"; {', '.join(notes)}" if notes else ""
 
 
 def card_values(folder: Path, result: dict) -> dict[str, object]:

@@ -93,13 +93,19 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def clip_keys(clip_ids: Sequence[str], seed: int) -> np.ndarray:
+    """(B,) uint64: a seeded pseudo-random key per clip, a function of (seed, clip id) only, so an order
+    drawn from it does not depend on the order clips come in."""
+    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{c}".encode(), digest_size=8).digest(), "big")
+                     for c in clip_ids], dtype=np.uint64)
+
+
 def tie_keys(clip_ids: Sequence[str], seed: int, n_features: int) -> torch.Tensor:
     """(n_features, B) seeded pseudo-random int64 per (feature, clip), independent of order: the tie-break.
 
     It depends on the feature too: with a per-clip key every feature broke its ties among the
     many zero scores the same way, so thousands of features shared the same few bottom sets."""
-    clip = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{c}".encode(), digest_size=8).digest(), "big")
-                     for c in clip_ids], dtype=np.uint64)
+    clip = clip_keys(clip_ids, seed)
     feat = _splitmix64(np.arange(n_features, dtype=np.uint64) ^ np.uint64(seed & 0xFFFFFFFF))
     return torch.from_numpy(_splitmix64(feat[:, None] ^ clip[None, :]).view(np.int64))
 

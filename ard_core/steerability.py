@@ -36,7 +36,7 @@ import torch
 from ard_core.catalog.rows import ClipRow
 from ard_core.naming import STOPWORDS
 from ard_core.prompts import EMOTION_NEUTRAL_FORMAT, NEUTRAL, TRACK_PROMPTS, Prompt, attribute_prompt, p3_options
-from ard_core.retrieval import clip_stats_dense, clip_stats_sparse, tie_keys
+from ard_core.retrieval import clip_keys, clip_stats_dense, clip_stats_sparse
 from ard_core.steer_batch import ClipPool
 from ard_core.steering import RowSteer
 from ard_core.store import ActivationStore
@@ -110,7 +110,7 @@ def probe_pool(clips: Sequence[ClipRow], track: str, n: int, seed: int) -> list[
     queues = []
     for label in sorted(by_label):
         group = by_label[label]
-        keys = tie_keys([c.clip_id for c in group], seed).tolist()
+        keys = clip_keys([c.clip_id for c in group], seed).tolist()
         queues.append([c for _, c in sorted(zip(keys, group), key=lambda kc: (kc[0], kc[1].clip_id))])
     out: list[ClipRow] = []
     while len(out) < n and any(queues):

@@ -132,13 +132,9 @@ def score_sae(cat: Catalog, store: ActivationStore, sae_row: SaeRow, clips: dict
         if m == "ard":
             ard_ms, ard_rank, ard_kept = ms, rank, kept
     for s, (rt, rb) in enumerate(randoms):  # random representatives of the ard top-C features
-        ms = monosemanticity(gather(emb, ids, rt[ard_kept]), gather(emb, ids, rb[ard_kept]), cfg.eps)
-        score_rows += [MethodScoreRow("random", sae_row.sae_id, int(f), s, _num(v), int(ard_rank[f]))
-                       for f, v in zip(ard_kept.tolist(), ms)]
-        for kind, picks in (("top", rt), ("bottom", rb)):
-            example_rows_all += [FeatureExampleRow(f"random:{s}", sae_row.sae_id, int(f), kind, r, ids[int(picks[f, r])],
-                                                   float("nan"), float("nan"), float("nan"))
-                                 for f in ard_kept.tolist() for r in range(picks.shape[1])]
+        got_scores, got_examples = _random_rows(sae_row.sae_id, s, rt, rb, ard_kept, ard_rank, emb, ids, cfg.eps)
+        score_rows += got_scores
+        example_rows_all += got_examples
     if poly is not None:
         pt, pb = poly.result("ard")
         pids = poly.clip_ids
@@ -159,6 +155,19 @@ def score_sae(cat: Catalog, store: ActivationStore, sae_row: SaeRow, clips: dict
         cat.upsert(example_rows_all)
         cat.upsert(score_rows)
         cat.upsert([r for r in shares if r.value is not None])
+
+
+def _random_rows(sae_id: str, seed: int, top: torch.Tensor, bottom: torch.Tensor, kept: torch.Tensor,
+                 rank: torch.Tensor, emb: dict[str, np.ndarray], ids: list[str],
+                 eps: float) -> tuple[list[MethodScoreRow], list[FeatureExampleRow]]:
+    """One 'random' draw's monosemanticity and examples for the ard top-C features ``kept``."""
+    ms = monosemanticity(gather(emb, ids, top[kept]), gather(emb, ids, bottom[kept]), eps)
+    scores = [MethodScoreRow("random", sae_id, int(f), seed, _num(v), int(rank[f])) for f, v in zip(kept.tolist(), ms)]
+    examples = [FeatureExampleRow(f"random:{seed}", sae_id, int(f), kind, r, ids[int(picks[f, r])],
+                                  float("nan"), float("nan"), float("nan"))
+                for kind, picks in (("top", top), ("bottom", bottom)) for f in kept.tolist()
+                for r in range(picks.shape[1])]
+    return scores, examples
 
 
 COVERAGE_TABLE = "coverage"

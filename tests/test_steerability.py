@@ -76,7 +76,7 @@ def world(tmp_path_factory, tiny_model_dir, tiny_llm):
                                   '[extract]\nlayers = [1, 2]\nstore_dtype = "float32"\n')
     run = RunConfig.load(tmp / "run.toml")
     extract(run, run.section("model", ModelConfig), run.section("extract", ExtractConfig), llm=tiny_llm)
-    handover.save(run, EvaluateConfig(reference_text="captions"))
+    handover.save(run, EvaluateConfig())
     with Catalog.open(run.run.catalog_path) as cat:
         clips = cat.rows(ClipRow)
     probe = [c for c in clips if c.split == "probe"]

@@ -41,6 +41,14 @@ class TinyClapConfig:
     """Random time and frequency masks on the training features."""
     aux_weight: float = 1.0
     """Weight of the per-track classification heads on the pooled audio encoder (0 = contrastive only)."""
+    text_weight: float = 1.0
+    """Weight of the text-text supervised contrastive loss over the labels' phrases (both phases)."""
+    text_temperature: float = 0.2
+    """Temperature of that loss and of the caption -> phrases loss (cosines / temperature)."""
+    caption_weight: float = 1.0
+    """Weight of the caption -> phrases loss (phase 2): a caption's positives are its labels' phrases."""
+    phrases_per_label: int = 2
+    """Phrases of every label drawn per step (reference phrase or training paraphrases)."""
     vocab_size: int = 1024
     """Target BPE vocabulary size."""
     chunk_length_s: int = 3
@@ -83,8 +91,12 @@ class TinyClapConfig:
             raise ConfigError("[tiny_clap].text_hidden must be divisible by text_heads")
         if self.max_minutes <= 0 or self.lr <= 0:
             raise ConfigError("[tiny_clap].max_minutes and lr must be > 0")
-        if self.aux_weight < 0:
-            raise ConfigError("[tiny_clap].aux_weight must be >= 0")
+        if min(self.aux_weight, self.text_weight, self.caption_weight) < 0:
+            raise ConfigError("[tiny_clap].aux_weight, text_weight and caption_weight must be >= 0")
+        if not 0.0 < self.text_temperature <= 1.0:
+            raise ConfigError("[tiny_clap].text_temperature must be in (0, 1]")
+        if self.phrases_per_label < 2:
+            raise ConfigError("[tiny_clap].phrases_per_label must be >= 2 (a phrase needs a positive)")
         if self.audio_steps < 0:
             raise ConfigError("[tiny_clap].audio_steps must be >= 0")
         if not 0.0 < self.audio_share < 1.0:

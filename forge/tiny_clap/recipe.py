@@ -22,19 +22,24 @@ CLAP_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 
 def build_clap_tokenizer(texts: Sequence[str], vocab_size: int) -> object:
-    """A ``RobertaTokenizer`` (byte-level BPE) trained on ``texts``."""
+    """A ``RobertaTokenizer`` (byte-level BPE) trained on ``texts``.
+
+    With a prefix space, so a text's first word is the same token as anywhere else
+    ("barking dogs" -> 'Ġbarking' as in "a dog barking"); without it a paraphrase that
+    starts with a content word reads as an unseen token.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import RobertaTokenizer
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(CLAP_SPECIALS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(list(texts), trainer)
     model = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return RobertaTokenizer(vocab=model["vocab"], merges=merges)
+    return RobertaTokenizer(vocab=model["vocab"], merges=merges, add_prefix_space=True)
 
 
 def build_clap_processor(tokenizer: object, cfg: TinyClapConfig) -> object:

@@ -233,8 +233,9 @@ def caption_ce(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, 
 
 def ce_score(h_spliced: float, h_orig: float, h_zero: float) -> float | None:
     """(H* - H0) / (H_orig - H0): 1 for a splice that changes nothing, 0 for one as bad as zero-ablation;
-    None when zero-ablation does not change the loss (the score is undefined)."""
+    None when zero-ablation does not raise the loss (nothing to recover: the score would be noise or
+    flip its sign, as at audio positions of layers the answer no longer reads)."""
     denom = h_orig - h_zero
-    if abs(denom) < 1e-12:
+    if not denom < -1e-12:
         return None
     return (h_spliced - h_zero) / denom

@@ -58,8 +58,9 @@ def fit_and_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000,
-                                                               random_state=seed))
+    # Newton-Cholesky: the lbfgs optimum in a tenth of the time for a handful of dimensions
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", solver="newton-cholesky",
+                                                               max_iter=200, random_state=seed))
     with warnings.catch_warnings():  # a dimension constant on the training clips (a dead latent) is fine
         warnings.simplefilter("ignore", category=RuntimeWarning)
         model.fit(x_train, y_train)

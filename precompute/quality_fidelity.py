@@ -9,6 +9,10 @@ teacher-forced captions (:mod:`ard_core.fidelity`), as ``sae_metrics`` rows.
 - Captions: ``caption_clips`` clips' reference captions teacher-forced after the caption prompt; H is
   the cross-entropy per caption token (pooled over clips), H0 with the SAE's layer zero-ablated at the
   same positions, and ``ce_score`` = (H* - H0) / (H_orig - H0).
+- Zero-ablation of each layer at each position set, under the model: ``zero_acc_lL_<track>``,
+  ``zero_kl_lL``, ``caption_ce_zero_lL`` beside ``caption_ce``: how much that layer's positions matter
+  at all (where zero-ablating them changes little, the CE score's denominator is small and the
+  splice figures say little).
 
 Each figure for splicing at every position gets the suffix ``@all``; audio positions have none.
 Stds are bootstrap stds over the clips (the CE score's resamples the clips' summed losses).
@@ -86,7 +90,9 @@ def caption_items(clips: Sequence[ClipRow], cfg: QualityConfig, seed: int) -> li
 
 def _splices(saes: Sequence[SaeRow], models: Mapping[str, torch.nn.Module],
              positions: Sequence[str]) -> list[tuple[str, Splice]]:
-    return [(s.sae_id, Splice(s.layer, models[s.sae_id], p)) for s in saes for p in positions]
+    """Every SAE spliced at every position set, then each layer zero-ablated (key 'zero:LAYER')."""
+    out = [(s.sae_id, Splice(s.layer, models[s.sae_id], p)) for s in saes for p in positions]
+    return out + [(f"zero:{l}", Splice(l, None, p)) for l in sorted({s.layer for s in saes}) for p in positions]
 
 
 def _audios(llm: AudioLLM, clips: Sequence[ClipRow]) -> list[np.ndarray]:
@@ -113,7 +119,7 @@ def run_p3(llm: AudioLLM, items: Sequence[P3Item], saes: Sequence[SaeRow], model
 
 def run_captions(llm: AudioLLM, clips: Sequence[ClipRow], saes: Sequence[SaeRow],
                  models: Mapping[str, torch.nn.Module], cfg: QualityConfig) -> dict[tuple[str, str, str], np.ndarray]:
-    """Summed caption CE per clip: ('', '', 'orig'), ('', positions, 'zero:LAYER') and (sae_id, positions, 'sae');
+    """Summed caption CE per clip: ('', '', 'orig'), and (sae_id or 'zero:LAYER', positions, 'spliced');
     plus ('', '', 'tokens'), each clip's caption token count."""
     layers = sorted({s.layer for s in saes})
     out: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
@@ -127,11 +133,8 @@ def run_captions(llm: AudioLLM, clips: Sequence[ClipRow], saes: Sequence[SaeRow]
 
         out[("", "", "orig")].append(ce(batch.base))
         out[("", "", "tokens")].append(np.bincount(tf.rows.cpu().numpy(), minlength=len(part)).astype(np.float64))
-        for layer in layers:
-            for p in cfg.positions:
-                out[("", p, f"zero:{layer}")].append(ce(batch.logits(Splice(layer, None, p))))
-        for sae_id, splice in _splices(saes, models, cfg.positions):
-            out[(sae_id, splice.positions, "sae")].append(ce(batch.logits(splice)))
+        for key, splice in _splices(saes, models, cfg.positions):
+            out[(key, splice.positions, "spliced")].append(ce(batch.logits(splice)))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -147,32 +150,40 @@ def _ce_ratio(batch: np.ndarray) -> np.ndarray:
         return (tot[:, 0] - tot[:, 2]) / (tot[:, 1] - tot[:, 2])
 
 
-def fidelity_rows(llm: AudioLLM, clips: Sequence[ClipRow], saes: Sequence[SaeRow],
-                  models: Mapping[str, torch.nn.Module], cfg: QualityConfig, seed: int) -> list[SaeMetricRow]:
-    """Every P3 and caption figure of the module docstring."""
-    rows: list[SaeMetricRow] = []
-    items = p3_items(llm, clips, cfg, seed)
-    if items:
-        base, spliced = run_p3(llm, items, saes, models, cfg)
-        tracks = sorted({it.track for it in items})
-        on = {t: np.array([it.track == t for it in items]) for t in tracks}
-        for t in tracks:
-            rows += [_mean_row(llm.name, f"acc_{t}", base[on[t]], cfg, seed),
-                     SaeMetricRow(llm.name, f"n_{t}", cfg.split, float(on[t].sum()), None)]
-        for (sae_id, p), (correct, kl) in spliced.items():
-            rows += [_mean_row(sae_id, f"spliced_acc_{t}{suffix(p)}", correct[on[t]], cfg, seed) for t in tracks]
-            rows.append(_mean_row(sae_id, f"kl{suffix(p)}", kl, cfg, seed))
-    caps = caption_items(clips, cfg, seed)
-    if not caps:
-        log.warning("no %s clip has a reference caption: no CE-loss score", cfg.split)
-        return rows
+def p3_rows(llm: AudioLLM, items: Sequence[P3Item], saes: Sequence[SaeRow], models: Mapping[str, torch.nn.Module],
+            cfg: QualityConfig, seed: int) -> list[SaeMetricRow]:
+    """Accuracy per track and KL: the model's unspliced (acc_, n_), each SAE's spliced, each layer's zero-ablated
+    (under the model: zero_acc_lLAYER_<track>, zero_kl_lLAYER)."""
+    base, spliced = run_p3(llm, items, saes, models, cfg)
+    tracks = sorted({it.track for it in items})
+    on = {t: np.array([it.track == t for it in items]) for t in tracks}
+    rows = []
+    for t in tracks:
+        rows += [_mean_row(llm.name, f"acc_{t}", base[on[t]], cfg, seed),
+                 SaeMetricRow(llm.name, f"n_{t}", cfg.split, float(on[t].sum()), None)]
+    for (key, p), (correct, kl) in spliced.items():
+        sae_id, acc, kl_name = key, "spliced_acc_", "kl"
+        if key.startswith("zero:"):
+            sae_id, acc, kl_name = llm.name, f"zero_acc_l{key[5:]}_", f"zero_kl_l{key[5:]}"
+        rows += [_mean_row(sae_id, f"{acc}{t}{suffix(p)}", correct[on[t]], cfg, seed) for t in tracks]
+        rows.append(_mean_row(sae_id, f"{kl_name}{suffix(p)}", kl, cfg, seed))
+    return rows
+
+
+def caption_rows(llm: AudioLLM, caps: Sequence[ClipRow], saes: Sequence[SaeRow],
+                 models: Mapping[str, torch.nn.Module], cfg: QualityConfig, seed: int) -> list[SaeMetricRow]:
+    """The CE-loss score of each SAE; under the model the caption CE per token unspliced (caption_ce) and with
+    each layer zero-ablated (caption_ce_zero_lLAYER), so that the score's denominator can be read."""
     ce = run_captions(llm, caps, saes, models, cfg)
-    tokens = ce[("", "", "tokens")]
-    rows.append(SaeMetricRow(llm.name, "n_captions", cfg.split, float(len(caps)), None))
-    rows.append(SaeMetricRow(llm.name, "caption_ce", cfg.split, float(ce[("", "", "orig")].sum() / tokens.sum()), None))
+    tokens, orig = ce[("", "", "tokens")].sum(), ce[("", "", "orig")]
+    rows = [SaeMetricRow(llm.name, "n_captions", cfg.split, float(len(caps)), None),
+            SaeMetricRow(llm.name, "caption_ce", cfg.split, float(orig.sum() / tokens), None)]
+    for layer in sorted({s.layer for s in saes}):
+        rows += [SaeMetricRow(llm.name, f"caption_ce_zero_l{layer}{suffix(p)}", cfg.split,
+                              float(ce[(f"zero:{layer}", p, "spliced")].sum() / tokens), None) for p in cfg.positions]
     for s in saes:
         for p in cfg.positions:
-            data = np.stack([ce[(s.sae_id, p, "sae")], ce[("", "", "orig")], ce[("", p, f"zero:{s.layer}")]], 1)
+            data = np.stack([ce[(s.sae_id, p, "spliced")], orig, ce[(f"zero:{s.layer}", p, "spliced")]], 1)
             value = ce_score(*(float(x) for x in data.sum(0)))
             if value is None:
                 continue
@@ -180,3 +191,17 @@ def fidelity_rows(llm: AudioLLM, clips: Sequence[ClipRow], saes: Sequence[SaeRow
             rows.append(SaeMetricRow(s.sae_id, f"ce_score{suffix(p)}", cfg.split, value,
                                      spread.std if np.isfinite(spread.std) else None))
     return rows
+
+
+def fidelity_rows(llm: AudioLLM, clips: Sequence[ClipRow], saes: Sequence[SaeRow],
+                  models: Mapping[str, torch.nn.Module], cfg: QualityConfig, seed: int) -> list[SaeMetricRow]:
+    """Every P3 and caption figure of the module docstring."""
+    items = p3_items(llm, clips, cfg, seed)
+    rows = p3_rows(llm, items, saes, models, cfg, seed) if items else []
+    if not items:
+        log.warning("no %s clip carries a label of a track with a P3 question: no spliced accuracy", cfg.split)
+    caps = caption_items(clips, cfg, seed)
+    if not caps:
+        log.warning("no %s clip has a reference caption: no CE-loss score", cfg.split)
+        return rows
+    return rows + caption_rows(llm, caps, saes, models, cfg, seed)

@@ -19,10 +19,10 @@ def _index(rows: Iterable[SaeMetricRow]) -> Index:
     return {(r.sae_id, r.metric): r for r in rows}
 
 
-def _cell(r: SaeMetricRow | None, std: bool = True) -> str:
+def _cell(r: SaeMetricRow | None, std: bool = True, digits: int = 2) -> str:
     if r is None or r.value is None:
         return "-"
-    return f"{r.value:.2f}" + (f" +- {r.std:.2f}" if std and r.std is not None else "")
+    return f"{r.value:.{digits}f}" + (f" +- {r.std:.{digits}f}" if std and r.std is not None else "")
 
 
 def _tracks(rows: Iterable[SaeMetricRow], prefix: str) -> list[str]:
@@ -50,7 +50,7 @@ def summary_md(rows: Sequence[SaeMetricRow], saes: Sequence[SaeRow]) -> list[str
         i = s.sae_id
         lines.append(f"| {i} | {_cell(idx.get((i, 'explained_variance')))} | {_cell(idx.get((i, 'l0')))} | "
                      f"{_cell(idx.get((i, 'ce_score')))} | {_cell(idx.get((i, 'ce_score@all')))} | "
-                     f"{_cell(idx.get((i, 'kl')))} | {_cell(idx.get((i, 'kl@all')))} | "
+                     f"{_cell(idx.get((i, 'kl')), digits=3)} | {_cell(idx.get((i, 'kl@all')), digits=3)} | "
                      f"{_num(track_mean(idx, i, 'spliced_acc_', acc))} | {_num(track_mean(idx, i, 'probe_k1_', pr))} | "
                      f"{_num(track_mean(idx, i, 'probe_k5_', pr))} | {_cell(idx.get((i, 'seed_stability')))} |")
     return lines
@@ -69,6 +69,27 @@ def spliced_md(rows: Sequence[SaeMetricRow], saes: Sequence[SaeRow], model: str)
     for s in saes:
         lines.append(f"| {s.sae_id} | " + " | ".join(_cell(idx.get((s.sae_id, f"spliced_acc_{t}"))) for t in tracks)
                      + " |")
+    return lines
+
+
+def zero_md(rows: Sequence[SaeMetricRow], model: str, layers: Sequence[int]) -> list[str]:
+    """Each layer zero-ablated (audio positions / every position): what a splice is measured against."""
+    idx = _index(rows)
+    acc = _tracks(rows, "spliced_acc_")
+    h = idx.get((model, "caption_ce"))
+    if h is None and not acc:
+        return []
+    lines = [f"| layer zeroed at | caption CE (unspliced {_cell(h)}) | KL at the answer | P3 acc (mean over tracks) |",
+             "|---|---|---|---|"]
+    for layer in layers:
+        for sfx, where in (("", "audio"), ("@all", "all")):
+            ce, kl = idx.get((model, f"caption_ce_zero_l{layer}{sfx}")), idx.get((model, f"zero_kl_l{layer}{sfx}"))
+            if ce is None and kl is None:
+                continue
+            vals = [idx[(model, f"zero_acc_l{layer}_{t}{sfx}")].value for t in acc
+                    if (model, f"zero_acc_l{layer}_{t}{sfx}") in idx]
+            lines.append(f"| {layer} {where} | {_cell(ce)} | {_cell(kl, digits=3)} | "
+                         f"{_num(float(np.mean(vals)) if vals else None)} |")
     return lines
 
 
@@ -91,7 +112,7 @@ def _verdict(what: str, control: float | None, trained: float | None) -> str | N
         return None
     if control >= trained:
         return f"the random control {what} at least as well as the trained SAE ({control:.2f} vs {trained:.2f})"
-    return f"it {what} {trained - control:.2f} worse ({control:.2f} vs {trained:.2f})"
+    return f"it {what} {trained - control:.2f} less well ({control:.2f} vs {trained:.2f})"
 
 
 def control_md(rows: Sequence[SaeMetricRow], saes: Sequence[SaeRow],
@@ -105,13 +126,19 @@ def control_md(rows: Sequence[SaeMetricRow], saes: Sequence[SaeRow],
     for c in (s for s in saes if s.control):
         t = twin_of(c.sae_id)
 
-        def pair(metric: str) -> str:
-            return f"{_num(getattr(idx.get((c.sae_id, metric)), 'value', None))} vs " \
-                   f"{_num(getattr(idx.get((t, metric)), 'value', None))}"
+        def value(sae_id: str, metric: str) -> float | None:
+            return getattr(idx.get((sae_id, metric)), "value", None)
+
+        def pair(metric: str, digits: int = 2) -> str:
+            a, b = value(c.sae_id, metric), value(t, metric)
+            return " vs ".join("-" if v is None else f"{v:.{digits}f}" for v in (a, b))
 
         said = [f"**Random control** `{c.sae_id}` (never trained) vs its trained twin `{t}`: explained variance "
-                f"{pair('explained_variance')}, CE score {pair('ce_score')}, KL {pair('kl')}."]
-        verdicts = [_verdict("probes (k = 1)", track_mean(idx, c.sae_id, "probe_k1_", pr),
+                f"{pair('explained_variance')}; spliced in at the audio positions CE score {pair('ce_score')}, KL "
+                f"{pair('kl', 3)}; at every position CE score {pair('ce_score@all')}, KL {pair('kl@all', 3)}."]
+        verdicts = [_verdict("keeps the caption loss, spliced in at every position,", value(c.sae_id, "ce_score@all"),
+                             value(t, "ce_score@all")),
+                    _verdict("probes (k = 1)", track_mean(idx, c.sae_id, "probe_k1_", pr),
                              track_mean(idx, t, "probe_k1_", pr)),
                     _verdict("probes (k = 5)", track_mean(idx, c.sae_id, "probe_k5_", pr),
                              track_mean(idx, t, "probe_k5_", pr))]
@@ -129,6 +156,9 @@ def quality_md(rows: Sequence[SaeMetricRow], saes: Sequence[SaeRow], model: str,
     neurons = [f"{saes[0].model}-l{l}-neurons" for l in layers] if saes else []
     return [*summary_md(rows, saes), "", "Spliced P3 accuracy per track (audio positions; the unspliced model "
             "first):", "", *spliced_md(rows, saes, model), "",
+            "Each layer's output zero-ablated, the reference of the CE score (H0) and of what a splice can lose: "
+            "where zeroing changes little, the splice's figures at those positions say little.", "",
+            *zero_md(rows, model, layers), "",
             "Sparse probes per track (balanced test accuracy, mean over the track's one-vs-rest tasks; "
             "MODEL-lL-neurons: the layer's raw neurons):", "",
             *probes_md(rows, [s.sae_id for s in saes] + neurons), "", *control_md(rows, saes, table1)]

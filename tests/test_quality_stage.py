@@ -92,10 +92,15 @@ def test_quality_rows_cover_every_sae_and_the_control(pipeline, tiny_llm):
     run, rows, out = pipeline
     with Catalog.open(run.run.catalog_path, read_only=True) as cat:
         m = {(r.sae_id, r.metric): r for r in cat.sae_metrics()}
+    model = tiny_llm.name
     for s in rows:
-        for metric in ("explained_variance", "l0", "ce_score", "ce_score@all", "kl", "kl@all", "spliced_acc_gender",
-                       "spliced_acc_gender@all", "probe_k1_gender", "probe_k5_gender"):
+        for metric in ("explained_variance", "l0", "kl", "kl@all", "spliced_acc_gender", "spliced_acc_gender@all",
+                       "probe_k1_gender", "probe_k5_gender"):
             assert (s.sae_id, metric) in m, (s.sae_id, metric)
+        for sfx in ("", "@all"):  # defined only where zeroing the layer there raises the caption loss
+            hurts = m[(model, f"caption_ce_zero_l{s.layer}{sfx}")].value > m[(model, "caption_ce")].value
+            assert ((s.sae_id, f"ce_score{sfx}") in m) == hurts
+            assert (model, f"zero_kl_l{s.layer}{sfx}") in m and (model, f"zero_acc_l{s.layer}_gender{sfx}") in m
         assert 0 < m[(s.sae_id, "l0")].value <= 4
         assert m[(s.sae_id, "kl")].value >= 0 and 0 <= m[(s.sae_id, "spliced_acc_gender")].value <= 1
         assert 0 <= m[(s.sae_id, "probe_k1_gender")].value <= 1

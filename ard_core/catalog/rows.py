@@ -260,7 +260,8 @@ class SaeMetricRow:
     """An SAE (a control's ends in '-random'), the model (unspliced reference) or MODEL-lL-neurons (raw neurons)."""
     metric: str
     """spliced_acc_<track>, ce_score, kl (each also '@all': spliced at every position), explained_variance,
-    l0, seed_stability, probe_k1_<track>, probe_k5_<track>, acc_<track> and n_<track> (the model's)."""
+    l0, seed_stability, probe_k1_<track>, probe_k5_<track>; the model's acc_<track>, n_<track>, caption_ce and
+    each layer zero-ablated (docs/catalog.md)."""
     split: str
     """The clips it is measured on ('test'); 'seeds' for seed_stability (decoder weights, no clips)."""
     value: float

@@ -161,7 +161,8 @@ def render(run: RunConfig, config: Path, figures: Path, readme: Path) -> str:
                  f"{commit(readme.parent)}.", "", *stage_times(run), "",
                  f"{len(trained)} SAEs (layers {sorted({s.layer for s in trained})} x expansions "
                  f"{sorted({s.expansion for s in trained})}, K = {'/'.join(map(str, ks))})"
-                 + (f" and {len(controls)} frozen random control(s) ({', '.join(controls)})." if controls else "."), "",
+                 + (f" and the frozen random control{'s' * (len(controls) > 1)} {', '.join(controls)}."
+                    if controls else "."), "",
                  *evaluation_section(cat, run, saes), "", *quality_section(cat, run, saes), "", "### Steering (Table 3; best multiple, mean over features "
                  "+- bootstrap std over source samples; n = source samples)", "",
                  *steering_md(_rows(cat, "steering", "run"), mappings(run)), "", *lens_section(cat, run, figures, readme), "",

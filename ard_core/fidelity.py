@@ -93,13 +93,14 @@ class PromptBatch:
     """Prompts through the unspliced model once, then spliced from the layers' cached outputs (module docstring)."""
 
     def __init__(self, llm: AudioLLM, inputs: dict, layers: Sequence[int], read: torch.Tensor,
-                 check: bool = True) -> None:
+                 tail_ok: bool | None = None) -> None:
         self.llm, self.inputs = llm, inputs
         self.read = read.to(inputs["input_ids"].device)  # (B, S) bool: the logits kept
         self.decoder = decoder_of(llm)
         self.outputs: dict[int, torch.Tensor] = {}  # layer -> (B, S, d) its unspliced output
         self.base = self._capture(sorted(set(layers)))  # (N, V) float32 at the read positions
-        self.tail_ok = self._check() if check else True
+        # None: check it on this batch; a caller with many batches of one model checks the first only
+        self.tail_ok = self._check() if tail_ok is None else tail_ok
 
     def _forward(self, hooks: dict[nn.Module, object]) -> torch.Tensor:
         """One full forward with ``hooks`` (module -> forward hook); the logits at the read positions, from

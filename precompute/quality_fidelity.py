@@ -64,9 +64,13 @@ def p3_items(llm: AudioLLM, clips: Sequence[ClipRow], cfg: QualityConfig, seed: 
     for c in split:
         for t, l in clip_labels(c.labels):
             present[t].add(l)
-    tracks = cfg.tracks or sorted(t for t in present if t in TRACK_PROMPTS and len(present[t]) > 1)
+    tracks = cfg.tracks or sorted(t for t in present if t in TRACK_PROMPTS)
     items = []
     for track in tracks:
+        if len(present[track]) < 2:
+            log.warning("track %s has %d label(s) on the %s split: no P3 question to splice", track,
+                        len(present[track]), cfg.split)
+            continue
         prompt, labels = judge_prompt(track, sorted(present[track]))
         try:
             ids = label_token_ids(llm.tokenizer, labels)
@@ -104,10 +108,12 @@ def run_p3(llm: AudioLLM, items: Sequence[P3Item], saes: Sequence[SaeRow], model
     """The unspliced answers' correctness (items,) and per (sae_id, positions) the spliced ones' and their KL."""
     layers = sorted({s.layer for s in saes})
     base, spliced = [], defaultdict(lambda: ([], []))
+    tail_ok = None  # checked on the first batch
     for i in tqdm(range(0, len(items), cfg.batch_size), desc="spliced P3", unit="batch"):
         part = items[i : i + cfg.batch_size]
         inputs = llm.prepare(_audios(llm, [it.clip for it in part]), [it.prompt for it in part])
-        batch = PromptBatch(llm, inputs, layers, answer_read(inputs), check=i == 0)
+        batch = PromptBatch(llm, inputs, layers, answer_read(inputs), tail_ok)
+        tail_ok = batch.tail_ok
         ids, truth = [it.label_ids for it in part], [it.truth for it in part]
         base.append(answer_stats(batch.base, batch.base, ids, truth).correct)
         for (sae_id, splice) in _splices(saes, models, cfg.positions):
@@ -123,10 +129,12 @@ def run_captions(llm: AudioLLM, clips: Sequence[ClipRow], saes: Sequence[SaeRow]
     plus ('', '', 'tokens'), each clip's caption token count."""
     layers = sorted({s.layer for s in saes})
     out: dict[tuple[str, str, str], list[np.ndarray]] = defaultdict(list)
+    tail_ok = None
     for i in tqdm(range(0, len(clips), cfg.batch_size), desc="spliced captions", unit="batch"):
         part = clips[i : i + cfg.batch_size]
         tf = teacher_forced(llm, _audios(llm, part), [c.caption for c in part], CAPTION_QUESTION)
-        batch = PromptBatch(llm, tf.inputs, layers, tf.read, check=i == 0)
+        batch = PromptBatch(llm, tf.inputs, layers, tf.read, tail_ok)
+        tail_ok = batch.tail_ok
 
         def ce(logits: torch.Tensor) -> np.ndarray:
             return caption_ce(logits, tf.targets, tf.rows, len(part))

@@ -154,3 +154,20 @@ def test_random_controls_must_name_a_shape_of_the_grid():
     with pytest.raises(ConfigError, match="probe_splits"):
         QualityConfig(split="probe")
 
+
+
+def test_report_renders_the_quality_table_and_what_the_control_shows(pipeline, tmp_path):
+    from precompute.report import render
+
+    run, rows, _ = pipeline
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- report:begin -->\n<!-- report:end -->\n")
+    text = render(run, tmp_path / "cfg.toml", tmp_path / "figs", readme)
+    assert "### SAE quality (test split; probes fitted on probe" in text
+    assert "and the frozen random control " + rows[2].sae_id in text
+    assert "| Rand. SAE |" in text  # Table 1's row and Table 4's line
+    control = next(line for line in text.splitlines() if line.startswith("**Random control**"))
+    assert rows[1].sae_id in control and "names (Table 1 per-clip F1)" in control
+    assert "probes (k = 1)" in control and "probes (k = 5)" in control
+    for s in rows:
+        assert f"| {s.sae_id} |" in text

@@ -169,11 +169,17 @@ class TextEmbedder:
 
 
 def table1_sae(saes: Sequence[SaeRow], wanted: str | None) -> SaeRow:
-    """The SAE of Table 1: ``wanted`` by id, or (None) the deepest layer's SAE with expansion nearest 8."""
+    """The SAE of Table 1: ``wanted`` by id, or (None) the deepest layer's trained SAE with expansion nearest 8
+    (never a random control: the control gets its own row in Table 1)."""
+    trained = [s for s in saes if not s.control]
     if wanted is not None:
-        for s in saes:
+        for s in trained:
             if s.sae_id == wanted:
                 return s
-        raise ConfigError(f"[describe].table1_sae {wanted!r} is not in the catalog; have {[s.sae_id for s in saes]}")
-    deepest = max(s.layer for s in saes)
-    return min((s for s in saes if s.layer == deepest), key=lambda s: (abs(s.expansion - 8), s.expansion))
+        raise ConfigError(f"[describe].table1_sae {wanted!r} is not a trained SAE of the catalog; have "
+                          f"{[s.sae_id for s in trained]}")
+    if not trained:
+        raise ConfigError(f"no trained SAE in the catalog (only the random controls {[s.sae_id for s in saes]}); "
+                          "run train-sae")
+    deepest = max(s.layer for s in trained)
+    return min((s for s in trained if s.layer == deepest), key=lambda s: (abs(s.expansion - 8), s.expansion))

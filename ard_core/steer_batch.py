@@ -54,7 +54,7 @@ def decoder_of(llm: AudioLLM) -> nn.Module:
 
 
 @contextmanager
-def _tail(decoder: nn.Module, start: int) -> Iterator[None]:
+def tail_layers(decoder: nn.Module, start: int) -> Iterator[None]:
     """The decoder runs only its layers start.. for the length of the block."""
     full = decoder.layers
     decoder.layers = nn.ModuleList(list(full)[start:])
@@ -156,7 +156,7 @@ class ClipPool:
 
     @torch.inference_mode()
     def _tail_logits(self, idx: torch.Tensor, start: int) -> torch.Tensor:
-        with _tail(self.decoder, start):
+        with tail_layers(self.decoder, start):
             out = self.decoder(inputs_embeds=self.hidden[start][idx], attention_mask=self.inputs["attention_mask"][idx],
                                use_cache=False)
         last = out[0] if isinstance(out, tuple) else out.last_hidden_state

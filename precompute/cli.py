@@ -33,6 +33,8 @@ STAGES: dict[str, Stage] = {
     "score": Stage("precompute.score", "representativeness scores, top/bottom clips, monosemanticity"),
     "describe": Stage("precompute.describe", "caption top clips and name each feature's concept"),
     "evaluate": Stage("precompute.evaluate", "Hungarian-matched P/R/F1/mAP tables against references"),
+    "quality": Stage("precompute.quality", "SAE quality on held-out clips: spliced-in fidelity, explained "
+                                           "variance, sparse probes, each beside a random-SAE control"),
     "lens": Stage("precompute.lens", "AudioLens logit-lens analyses and layer enrichment"),
     "steerability": Stage("precompute.steerability", "the features that steer each track's answer to a target"),
     "steer-eval": Stage("precompute.steer_eval", "steering sensitivity (Table 3), chosen on probe, judged on test"),

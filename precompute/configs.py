@@ -21,6 +21,7 @@ from ard_core.config import ConfigError
 from ard_core.datasets import TRACKS
 from ard_core.detection import JUDGES
 from ard_core.evaluation import DEFAULT_GAMMA, REFERENCE_TEXTS, TextEmbedder
+from ard_core.fidelity import POSITION_SETS
 from ard_core.monosemanticity import DEFAULT_EPS
 from ard_core.naming import SummarizerConfig
 from ard_core.prompts import CAPTION_QUESTION, FORMATS
@@ -185,6 +186,51 @@ class EvaluateConfig:
         stage's saved settings) embedded the clips with."""
         return TextEmbedder(self.text_embedder, device, clap_backend=score.clap_backend,
                             clap_model=score.clap_model, text_model=self.text_model)
+
+
+@dataclass
+class QualityConfig:
+    """The ``[quality]`` table: SAE quality on held-out clips (precompute/quality.py says what each figure is)."""
+
+    stage: ClassVar[str] = "quality"
+    saved_as: ClassVar[str] = "quality/quality_cfg.json"
+
+    split: str = "test"
+    """Clips every figure is measured on (held out from SAE training and from the probes' fits)."""
+    tracks: list[str] | None = None
+    """Tracks asked their P3 question when spliced; None = every track with one whose labels the split carries."""
+    clips_per_track: int = 24
+    """P3 clips per track (balanced over its labels, seeded order)."""
+    caption_clips: int = 32
+    """Clips whose reference caption is teacher-forced for the CE-loss score (seeded order)."""
+    positions: list[str] = field(default_factory=lambda: list(POSITION_SETS))
+    """Where the reconstruction is spliced in: 'audio' (audio tokens) and/or 'all' (every position)."""
+    batch_size: int = 16
+    """Prompts per forward pass."""
+    heldout_tokens: int = 65_536
+    """Explained variance and L0: at most this many tokens of the split's clips (seeded clip order)."""
+    probe_splits: list[str] = field(default_factory=lambda: ["probe"])
+    """Splits whose clips choose the probes' dimensions and fit them."""
+    probe_ks: list[int] = field(default_factory=lambda: [1, 5])
+    """k of the k-sparse probes."""
+    bootstrap: int = 1000
+    """Resamples over clips behind each accuracy's, KL's and CE score's std."""
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.tracks or [] if t not in TRACKS]
+        if bad:
+            raise ConfigError(f"[quality].tracks {bad} unknown; use {list(TRACKS)}")
+        if self.split in self.probe_splits:
+            raise ConfigError(f"[quality].split {self.split!r} is among probe_splits {self.probe_splits}: probes "
+                              "must be scored on clips they were not fitted on")
+        bad = [p for p in self.positions if p not in POSITION_SETS]
+        if bad or not self.positions:
+            raise ConfigError(f"[quality].positions {self.positions}: use {list(POSITION_SETS)}")
+        for key in ("clips_per_track", "caption_clips", "batch_size", "heldout_tokens", "bootstrap"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"[quality].{key} must be >= 1")
+        if not self.probe_ks or any(k < 1 for k in self.probe_ks) or not self.probe_splits:
+            raise ConfigError("[quality].probe_ks must list k >= 1 and probe_splits at least one split")
 
 
 @dataclass

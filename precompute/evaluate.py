@@ -36,6 +36,7 @@ from ard_core.catalog import (
     DetectionRow,
     EvaluationRow,
     SaeRow,
+    control_id,
 )
 from ard_core.clip_eval import ClipResult, clip_means, evaluate_clips
 from ard_core.config import ConfigError, RunConfig, resolve_device
@@ -78,6 +79,20 @@ def method_candidates(cat: Catalog, sae_id: str) -> dict[tuple[str, int], Candid
     return dict(out)
 
 
+def control_of(cat: Catalog, saes: Sequence[SaeRow], t1: SaeRow, cands: dict[tuple[str, int], Candidates],
+               ms: dict[tuple[str, str], float]) -> tuple[SaeRow, Candidates] | None:
+    """The Table 1 SAE's random control and its named 'ard' features, None when there is none. Adds them
+    to ``cands`` and its highest MS to ``ms`` as method 'random_sae' (Table 1's control row)."""
+    row = next((s for s in saes if s.sae_id == control_id(t1.sae_id)), None)
+    if row is None:
+        return None
+    named = method_candidates(cat, row.sae_id).get(("ard", 0), Candidates([], []))
+    cands[("random_sae", 0)] = named
+    if ms.get(("ard", row.sae_id)) is not None:
+        ms[("random_sae", t1.sae_id)] = ms[("ard", row.sae_id)]
+    return row, named
+
+
 class PerClip(NamedTuple):
     clip_ids: list[str]
     results: dict[tuple[str, int], list[ClipResult]]  # (method, seed) -> one per clip, in clip_ids order
@@ -86,14 +101,16 @@ class PerClip(NamedTuple):
 
 
 def per_clip(store: ActivationStore, t1: SaeRow, clips: Sequence[ClipRow], cands: dict[tuple[str, int], Candidates],
-             embed: EmbedFn, cfg: EvaluateConfig, score_cfg: ScoreConfig, device: str) -> PerClip:
-    """Every method of Table 1 on every labelled clip of ``cfg.splits`` that has activations."""
+             embed: EmbedFn, cfg: EvaluateConfig, score_cfg: ScoreConfig, device: str,
+             control: tuple[SaeRow, Candidates] | None = None) -> PerClip:
+    """Every method of Table 1 on every labelled clip of ``cfg.splits`` that has activations; with
+    ``control`` (the Table 1 SAE's random control and its named 'ard' features) also 'random_sae'."""
     wanted = {c.clip_id: c for c in clips if c.split in cfg.splits and clip_labels(c.labels)}
     if not wanted:
         raise ConfigError(f"no labelled clips of splits {cfg.splits} in the catalog; the per-clip protocol needs "
                           "them (extract the test split, or set [evaluate].splits)")
     kw = dict(batch_clips=score_cfg.batch_clips, encode_tokens=score_cfg.encode_tokens)
-    sae_feats = sorted({f for (m, _), c in cands.items() if m != "poly" for f in c.features})
+    sae_feats = sorted({f for (m, _), c in cands.items() if m not in ("poly", "random_sae") for f in c.features})
     sae = TopKSAE.load(t1.path, device=device).eval()
     mu_sae = clip_means(store, t1.layer, set(wanted), sae, sae_feats, desc=f"test clips {t1.sae_id}", **kw)
     poly_feats = cands.get(("poly", 0), Candidates([], [])).features
@@ -108,17 +125,27 @@ def per_clip(store: ActivationStore, t1: SaeRow, clips: Sequence[ClipRow], cands
     col = {f: i for i, f in enumerate(sae_feats)}
     results = {}
     for (method, seed), c in sorted(cands.items()):
+        if method == "random_sae":
+            continue  # on its own SAE, below
         if method == "poly":
             mu = mu_poly.mu
         else:
             mu = mu_sae.mu[:, [col[f] for f in c.features]]
         results[(method, seed)] = evaluate_clips(ids, mu, c.features, c.names, refs, emb, cfg.gamma, cfg.m)
+    if control is not None and control[1].features:
+        row, c = control
+        rnd = TopKSAE.load(row.path, device=device).eval()
+        mu_rnd = clip_means(store, row.layer, set(ids), rnd, c.features, desc=f"test clips {row.sae_id}", **kw)
+        emb.update(zip(c.names, embed(c.names)))
+        results[("random_sae", 0)] = evaluate_clips(ids, mu_rnd.mu, c.features, c.names, refs, emb, cfg.gamma, cfg.m)
     return PerClip(ids, results, sorted({r for rs in refs for r in rs}), emb)
 
 
-def clip_rows(sae_id: str, pc: PerClip) -> tuple[list[ClipScoreRow], list[ClipPredictionRow]]:
+def clip_rows(sae_id: str, pc: PerClip, control_sae: str = "") -> tuple[list[ClipScoreRow], list[ClipPredictionRow]]:
+    """The per-clip rows of every method, under the Table 1 SAE (the random control's, 'random_sae', under its own)."""
     scores, preds = [], []
     for (method, seed), results in pc.results.items():
+        sae_id = control_sae if method == "random_sae" else sae_id
         for r in results:
             s = r.score
             scores.append(ClipScoreRow(sae_id, method, seed, r.clip_id, len(r.predictions), r.n_references,
@@ -152,10 +179,11 @@ def evaluate(run: RunConfig, cfg: EvaluateConfig, embed: EmbedFn | None = None,
         cands = method_candidates(cat, t1.sae_id)
         ms = {(r["method"], r["sae_id"]): r["ms"] for r in cat.query(
             "SELECT method, sae_id, max(monosemanticity) AS ms FROM method_scores GROUP BY method, sae_id")}
+        control = control_of(cat, saes, t1, cands, ms)
         ms_random = [r["ms"] for r in cat.query(
             "SELECT seed, max(monosemanticity) AS ms FROM method_scores WHERE method = 'random' AND sae_id = ? "
             "GROUP BY seed ORDER BY seed", [t1.sae_id])]
-        pc = per_clip(store, t1, clips, cands, embed, cfg, score_cfg, device)
+        pc = per_clip(store, t1, clips, cands, embed, cfg, score_cfg, device, control)
         rows = per_clip_rows(t1.sae_id, pc.results, ms, ms_random, cfg.bootstrap, run.run.seed)
         rows += reference_check_rows(t1.sae_id, cfg.text_embedder, pc.references, pc.emb, cfg.gamma)
         refs = references(clips, cfg.reference_text, cfg.reference_splits)
@@ -167,7 +195,7 @@ def evaluate(run: RunConfig, cfg: EvaluateConfig, embed: EmbedFn | None = None,
         rows += [EvaluationRow("track_match", t, "", "matched_concepts", float(len(v)), None, "vocabulary")
                  for t, v in per_track.items()]
         detection = detection_rows(cat, store, saes, clips, score_cfg, cfg, clap_text, endpoint, run.run.seed, device)
-        scores, preds = clip_rows(t1.sae_id, pc)
+        scores, preds = clip_rows(t1.sae_id, pc, control[0].sae_id if control else "")
         with cat.transaction():
             for table_name, protocol in OWN_TABLES:
                 cat.delete_where("evaluations", table_name=table_name, protocol=protocol)

@@ -114,11 +114,13 @@ def vocabulary_rows(sae_id: str, cands: Mapping[tuple[str, int], "Candidates"], 
 
 
 def table4_rows(saes: Sequence[SaeRow], ms: Mapping[tuple[str, str], float]) -> list[EvaluationRow]:
-    """Highest MS per SAE for ard, and for poly (the raw neurons of the SAE's layer)."""
+    """Highest MS per SAE for ard ('random_sae' for a random control), and for poly (the raw neurons of the
+    SAE's layer)."""
     rows: list[EvaluationRow] = []
     for s in saes:
-        rows.append(EvaluationRow("table4", "ard", s.sae_id, "ms", ms.get(("ard", s.sae_id)), None))
-        if ("poly", s.sae_id) in ms:
+        rows.append(EvaluationRow("table4", "random_sae" if s.control else "ard", s.sae_id, "ms",
+                                  ms.get(("ard", s.sae_id)), None))
+        if ("poly", s.sae_id) in ms and not s.control:
             rows.append(EvaluationRow("table4", "poly", s.sae_id, "ms", ms[("poly", s.sae_id)], None))
     return rows
 

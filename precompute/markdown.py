@@ -9,11 +9,12 @@ from typing import Iterable, Sequence
 
 from ard_core.catalog import ClipPredictionRow, ClipRow, ClipScoreRow, EvaluationRow
 
-METHOD_ORDER = ("poly", "random", "mean_act", "coverage", "ard")
-METHOD_LABEL = {"poly": "Poly. Feats.", "random": "Rand. Rep.", "mean_act": "Mean Act.", "coverage": "Coverage",
-                "ard": "AR&D"}
-GAPS = (("ard", "random"), ("ard", "poly"), ("mean_act", "random"), ("coverage", "random"), ("ard", "mean_act"),
-        ("ard", "coverage"))
+METHOD_ORDER = ("poly", "random", "random_sae", "mean_act", "coverage", "ard")
+METHOD_LABEL = {"poly": "Poly. Feats.", "random": "Rand. Rep.", "random_sae": "Rand. SAE", "mean_act": "Mean Act.",
+                "coverage": "Coverage", "ard": "AR&D"}
+"""'random_sae': AR&D on the Table 1 SAE's frozen random control (never trained), a row of its own."""
+GAPS = (("ard", "random"), ("ard", "poly"), ("ard", "random_sae"), ("mean_act", "random"), ("coverage", "random"),
+        ("ard", "mean_act"), ("ard", "coverage"))
 """Paired per-clip differences reported with their spread (table1_gap: method 'A-B'), in this order."""
 T1_COLUMNS = (("ms", "MS"), ("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"), ("map", "mAP"))
 
@@ -75,11 +76,14 @@ def table4_md(rows: Sequence[EvaluationRow], layers: dict[str, tuple[int, int]])
     ls = sorted({layers[r.sae_id][0] for r in rows if r.sae_id in layers})
     exps = sorted({layers[r.sae_id][1] for r in rows if r.sae_id in layers})
     ard = {layers[r.sae_id]: r for r in rows if r.method == "ard" and r.sae_id in layers}
+    rnd = {layers[r.sae_id]: r for r in rows if r.method == "random_sae" and r.sae_id in layers}
     poly = {layers[r.sae_id][0]: r for r in rows if r.method == "poly" and r.sae_id in layers}
     lines = ["| Method | e | " + " | ".join(f"layer {l}" for l in ls) + " |", "|---|---|" + "---|" * len(ls),
              "| Poly. Feats. | - | " + " | ".join(cell(poly.get(l)) for l in ls) + " |"]
     for e in exps:
         lines.append(f"| AR&D | {e} | " + " | ".join(cell(ard.get((l, e))) for l in ls) + " |")
+    for e in sorted({e for _, e in rnd}):
+        lines.append(f"| Rand. SAE | {e} | " + " | ".join(cell(rnd.get((l, e))) for l in ls) + " |")
     return lines
 
 

@@ -8,7 +8,10 @@ catalog's clips, models, activation index and the CLAP-embedding and caption cac
 runs train-sae, score, describe, evaluate and steer-eval there (each stage skipped when its done
 marker says it finished for that config), and reports the mean and the sample std over the
 seeds of every Table 1 (per-clip), Table 3 and Table 4 figure: into the main catalog
-(``evaluations`` rows with protocol 'seeds') and ``OUT_DIR/seeds/README.md``.
+(``evaluations`` rows with protocol 'seeds') and ``OUT_DIR/seeds/README.md``. It also measures each
+SAE's seed stability over the run's own SAE and the seeds' (:mod:`ard_core.sae.stability`: the share of
+features with a partner above 0.7 decoder cosine in another seed's SAE of the same shape), into the
+main catalog's ``sae_metrics`` (metric 'seed_stability', split 'seeds').
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ from ard_core.catalog import (
     ClipRow,
     EvaluationRow,
     ModelRow,
+    SaeMetricRow,
     SaeRow,
 )
 from ard_core.config import ConfigError, RunConfig
+from ard_core.sae import TopKSAE
+from ard_core.sae.stability import seed_stability
 from precompute import handover
 from precompute.configs import SteerEvalConfig
 from precompute.markdown import gaps_md, steering_md, table1_md, table4_md
@@ -105,8 +111,26 @@ def aggregate(per_seed: Sequence[Sequence[EvaluationRow]]) -> list[EvaluationRow
     return out
 
 
+def stability_rows(decoders: dict[str, list[Path]]) -> list[SaeMetricRow]:
+    """sae_id -> its SAE folders from different seeds (the run's and each seed's) -> seed stability rows."""
+    rows = []
+    for sae_id, folders in sorted(decoders.items()):
+        if len(folders) < 2:
+            log.warning("%s: trained with one seed only, no seed stability", sae_id)
+            continue
+        st = seed_stability([TopKSAE.load(f).W_dec.detach() for f in folders])
+        rows.append(SaeMetricRow(sae_id, "seed_stability", "seeds", st.mean, st.std))
+    return rows
+
+
+def stability_md(rows: Sequence[SaeMetricRow]) -> list[str]:
+    return ["| SAE | features with a partner (decoder cosine > 0.7) in another seed's SAE |", "|---|---|",
+            *[f"| {r.sae_id} | {r.value:.3f}" + (f" +- {r.std:.3f}" if r.std is not None else "") + " |"
+              for r in rows]]
+
+
 def write_seeds_report(path: Path, rows: Sequence[EvaluationRow], seeds: Sequence[int], saes: Sequence[SaeRow],
-                       mappings: Sequence[str] = ()) -> Path:
+                       mappings: Sequence[str] = (), stability: Sequence[SaeMetricRow] = ()) -> Path:
     def pick(table: str) -> list[EvaluationRow]:
         return [r for r in rows if r.table_name == table]
 
@@ -116,7 +140,9 @@ def write_seeds_report(path: Path, rows: Sequence[EvaluationRow], seeds: Sequenc
              "evaluate and steer-eval).", "", f"## Table 1, per clip ({t1})", "", *table1_md(pick("table1"), t1), "",
              *gaps_md(pick("table1_gap")), "", "## Table 3 (steering sensitivity)", "", *steering_md(pick("steering"), mappings),
              "", "## Table 4 (highest monosemanticity)", "",
-             *table4_md(pick("table4"), {s.sae_id: (s.layer, s.expansion) for s in saes}), ""]
+             *table4_md(pick("table4"), {s.sae_id: (s.layer, s.expansion) for s in saes}), "",
+             "## Seed stability (mean +- std over ordered pairs of the run's and the seeds' SAEs)", "",
+             *stability_md(stability), ""]
     return durable.write_text(path, "\n".join(lines))
 
 
@@ -128,16 +154,24 @@ def run_seeds(config: Path, n: int, overrides: Sequence[str] = ()) -> Path:
     run = RunConfig.load(config, overrides)
     seeds = [run.run.seed + k for k in range(1, n + 1)]
     per_seed = []
+    decoders: dict[str, list[Path]] = defaultdict(list)
+    with Catalog.open(run.run.catalog_path, read_only=True) as cat:
+        for sae in cat.rows(SaeRow):
+            decoders[sae.sae_id].append(cat.resolve(sae.path) or Path(sae.path))
     for s in seeds:
         seed_config = seed_run(run, s)
         run_seed(seed_config)
         with Catalog.open(RunConfig.load(seed_config).run.catalog_path, read_only=True) as cat:
             per_seed.append([r for r in cat.rows(EvaluationRow) if (r.table_name, r.protocol) in AGGREGATED])
-    rows = aggregate(per_seed)
+            for sae in cat.rows(SaeRow):
+                decoders[sae.sae_id].append(cat.resolve(sae.path) or Path(sae.path))
+    rows, stability = aggregate(per_seed), stability_rows(decoders)
     with Catalog.open(run.run.catalog_path) as cat:
         with cat.transaction():
             cat.delete_where("evaluations", protocol="seeds")
             cat.upsert(rows)
+            cat.delete_where("sae_metrics", split="seeds")
+            cat.upsert(stability)
         saes = cat.rows(SaeRow)
     return write_seeds_report(run.run.out_dir / "seeds" / "README.md", rows, seeds, saes,
-                              run.section("steer_eval", SteerEvalConfig).mappings)
+                              run.section("steer_eval", SteerEvalConfig).mappings, stability)

@@ -250,7 +250,7 @@ def steer_eval(run: RunConfig, model_cfg: ModelConfig | None, cfg: SteerEvalConf
     llm = llm or model_cfg.load(device)  # type: ignore[union-attr]
     store = ActivationStore(run.run.out_dir / "activations")
     with Catalog.open(run.run.catalog_path) as cat:
-        saes = cat.saes()
+        saes = cat.saes(controls=False)  # the random controls are for naming and probing
         models = {s.sae_id: TopKSAE.load(cat.resolve(s.path) or s.path, device=device).eval() for s in saes}
         ctx = Context(llm, cat, store, saes, models, cat.rows(ClipRow), st, cfg, run.run.seed, endpoint)
         rows: list[SteeringResultRow] = []

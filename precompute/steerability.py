@@ -118,7 +118,7 @@ def measured_tracks(clips: Sequence[ClipRow], cfg: SteerabilityConfig) -> dict[s
 
 def build_scene(cat: Catalog, store: ActivationStore, run: RunConfig, cfg: SteerabilityConfig, embed: EmbedFn,
                 device: str) -> Scene:
-    saes = cat.saes()
+    saes = cat.saes(controls=False)  # the random controls are for naming and probing
     if not saes:
         raise ConfigError("no SAEs in the catalog; run train-sae, score and describe first")
     clips = cat.rows(ClipRow)

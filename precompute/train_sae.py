@@ -6,7 +6,9 @@ the manifest's ``[sae].stream_splits`` clips (:mod:`ard_core.sae.stream`), stori
 ``OUT_DIR/saes/SAE_ID/{cfg.json, sae.safetensors, train.json, train_log.jsonl}``
 and registers each SAE (FVU, L0, dead fraction) in the catalog's ``saes`` table.
 Finished SAEs are skipped (re-registered only); an interrupted one resumes from its
-last checkpoint (``OUT_DIR/saes/SAE_ID/checkpoint/``). Multi-GPU, one process per
+last checkpoint (``OUT_DIR/saes/SAE_ID/checkpoint/``). Each ``[sae].random_controls`` pair also
+gets a frozen random SAE of its shape, never trained (:mod:`ard_core.sae.random`), saved and
+registered as ``SAE_ID-random`` so that the later stages treat it like the others. Multi-GPU, one process per
 GPU, each rank taking a disjoint part of every batch::
 
     torchrun --nproc_per_node 4 -m precompute train-sae --config configs/qwen2-audio-7b.toml
@@ -23,10 +25,11 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from ard_core.catalog import Catalog, SaeRow, sae_id_for
+from ard_core.catalog import Catalog, SaeRow, control_id, sae_id_for
 from ard_core.config import ConfigError, RunConfig, resolve_device, to_dict
 from ard_core.sae.checkpoint import finished_run, remove_checkpoint
-from ard_core.sae.data import Dist
+from ard_core.sae.data import Dist, TokenSource
+from ard_core.sae.random import random_sae, sample_metrics
 from ard_core.datasets import load_manifest
 from ard_core.models import ModelConfig
 from ard_core.sae.stream import ActivationStream, StreamSpec, train_stream
@@ -138,7 +141,26 @@ def train_all(run: RunConfig, section: SaeSection, only: list[str] | None = None
     if todo:
         for job, res in zip(todo, _train_streamed(run, section, todo, model, device, progress)):
             register(job, _trained(job, model, res))
-    return [rows[j.sae_id] for j in jobs]
+    controls = [Job(cid, l, e, run.run.out_dir / "saes" / cid) for l, e in section.random_controls
+                for cid in [control_id(sae_id_for(model, l, e))]]
+    for job in [c for c in controls if not only or c.sae_id in only]:
+        if d.main:
+            register(job, _control(job, section, store, model, run.run.seed))
+    return [rows[j.sae_id] for j in jobs + controls if j.sae_id in rows]
+
+
+def _control(job: Job, section: SaeSection, store: ActivationStore, model: str, seed: int) -> SaeRow:
+    """Build (again: it is cheap and deterministic) and save the random control of ``job``'s shape; its
+    input scale and FVU/L0 come from the same token samples its trained twin's init and finish read."""
+    src = TokenSource(store, job.layer, section.batch_size, seed, torch.device("cpu"), section.in_memory_max_gb,
+                      section.buffer_tokens)
+    init = src.sample(section.init_sample_tokens, seed=seed * 100_003 + 7_919)
+    sae = random_sae(store.d_model, job.expansion, section.k, init, model=model, layer=job.layer, seed=seed)
+    m = sample_metrics(sae, src.sample(section.eval_tokens, seed=seed * 100_003 + 104_729))
+    sae.save(job.sae_dir)
+    log.info("%s: random control, FVU %.4f  L0 %.1f  dead %.3f", job.sae_id, m.fvu, m.l0, m.dead_frac)
+    return SaeRow(job.sae_id, model, job.layer, job.expansion, section.k, store.d_model, sae.cfg.d_sae,
+                  str(job.sae_dir), m.fvu, m.dead_frac, m.l0)
 
 
 def _trained(job: Job, model: str, res: TrainResult) -> SaeRow:

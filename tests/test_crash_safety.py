@@ -73,6 +73,7 @@ eval_tokens = 512
 init_sample_tokens = 512
 impl = "sparse"          # "auto" times both paths: its pick (and so the weights) may differ run to run
 threads = 1
+random_controls = [[2, 2]] # a frozen random SAE, built after the grid, scored and measured like the others
 
 [score]
 p = 2
@@ -83,6 +84,12 @@ clap_model = "{clap}"
 
 [describe]
 caption_max_new_tokens = 4
+
+[quality]
+clips_per_track = 6
+caption_clips = 6
+batch_size = 4
+bootstrap = 50
 
 [lens]
 tracks = ["gender"]
@@ -180,7 +187,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory, config_text: str) -> Sna
     proc = run_pipeline(case)
     assert proc.returncode == 0, output(proc)
     snap = snapshot(case / "run")
-    assert snap.counts["features"] == 2 * D_SAE and snap.counts["method_concepts"] > 0  # every stage wrote
+    assert snap.counts["features"] == 3 * D_SAE and snap.counts["method_concepts"] > 0  # every stage wrote
+    assert snap.counts["saes"] == 3 and snap.counts["sae_metrics"] > 0
     assert snap.counts["steering_results"] > 0 and snap.counts["lens_summary"] > 0
     return snap
 
@@ -199,6 +207,7 @@ CASES = [
     Case("score:commit@2", {"features": D_SAE}),                    # first SAE scored, second mid-transaction
     Case("describe:commit", {"method_concepts": 0}),                # captions cached, concepts not committed
     Case("evaluate:write:README.md", {}),                           # tables committed, report not yet renamed
+    Case("quality:commit", {"sae_metrics": 0}),                      # figures measured, not committed
     Case("lens:write:fig3_correct_incorrect.png", {}),              # one figure of four written
     Case("steerability:commit", {"steerability": 0}),               # rows measured, replacing them not committed
     Case("steer-eval:marker", {}),                                  # everything written, no done marker yet

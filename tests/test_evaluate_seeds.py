@@ -69,6 +69,14 @@ def test_seeds_retrain_evaluate_and_report(tmp_path, tiny_model_dir, tiny_clap_d
     with Catalog.open(run_dir / "catalog.duckdb", read_only=True) as cat:
         assert {r.table_name for r in cat.rows(EvaluationRow, "protocol = 'seeds'")} >= {"table1", "table4", "steering"}
     assert "over 2 SAE seeds" in (run_dir / "seeds" / "README.md").read_text()
+    with Catalog.open(run_dir / "catalog.duckdb", read_only=True) as cat:
+        stability = {r.sae_id: r for r in cat.sae_metrics(split="seeds")}
+        ids = [s.sae_id for s in cat.saes()]
+    assert sorted(stability) == sorted(ids) and any(i.endswith("-random") for i in ids)
+    assert all(0.0 <= r.value <= 1.0 and r.metric == "seed_stability" for r in stability.values())
+    # the run's and two seeds' controls: 6 ordered pairs of random directions, which almost never meet
+    control = next(r for i, r in stability.items() if i.endswith("-random"))
+    assert control.value < 0.05 and control.std is not None
 
     # a second --seeds finds every stage done and reports the same
     before = (run_dir / "seeds" / "README.md").read_text()

@@ -38,7 +38,17 @@ from ard_core.catalog.browse import (
 )
 from ard_core.catalog.connect import CatalogError
 from ard_core.catalog.core import Catalog
-from ard_core.catalog.refs import FeatureRef, SaeIdParts, parse_feature_ref, parse_sae_id, sae_id_for
+from ard_core.catalog.refs import (
+    RANDOM_SUFFIX,
+    FeatureRef,
+    SaeIdParts,
+    control_id,
+    is_control,
+    parse_feature_ref,
+    parse_sae_id,
+    sae_id_for,
+    twin_of,
+)
 from ard_core.catalog.results import ClipEvaluation, EnrichmentStat, SteerableFeature
 from ard_core.catalog.rows import (
     ActivationIndexRow,
@@ -58,6 +68,7 @@ from ard_core.catalog.rows import (
     MethodConceptRow,
     MethodScoreRow,
     ModelRow,
+    SaeMetricRow,
     SaeRow,
     SteerabilityRow,
     SteeringResultRow,
@@ -65,14 +76,15 @@ from ard_core.catalog.rows import (
 from ard_core.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
-    "MIGRATIONS", "RATING_MAX", "RATING_MIN", "SCHEMA_VERSION", "CONCEPT_SORTS",
+    "MIGRATIONS", "RANDOM_SUFFIX", "RATING_MAX", "RATING_MIN", "SCHEMA_VERSION", "CONCEPT_SORTS",
     "ActivationIndexRow", "AnnotationRow", "AnnotationStore", "Answer", "Catalog", "CatalogCounts", "CatalogError",
     "ClipCaptionRow", "ClipChoice", "ClipEvaluation", "ClipEmbeddingRow", "ClipFile", "ClipPredictionRow", "ClipRow",
     "ClipScoreRow", "DetectionRow", "ConceptQuery", "ConceptRow",
     "ConceptsPage", "EnrichmentStat", "EvaluationRow", "FeatureExampleRow", "FeaturePage", "FeatureRef",
     "FeatureRow", "LensEnrichmentRow", "LensScoreRow", "LensSummaryRow", "MethodConceptRow", "MethodScoreRow",
-    "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeRow", "Session", "SteerabilityRow", "SteerableFeature",
+    "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeMetricRow", "SaeRow", "Session", "SteerabilityRow",
+    "SteerableFeature",
     "SteeringResultRow",
-    "annotations_path_for", "check_rating", "clean_annotator", "parse_feature_ref", "parse_sae_id",
-    "sae_id_for", "session_id_for",
+    "annotations_path_for", "check_rating", "clean_annotator", "control_id", "is_control", "parse_feature_ref",
+    "parse_sae_id", "sae_id_for", "session_id_for", "twin_of",
 ]

@@ -201,9 +201,11 @@ class BrowseReads(CatalogBase):
             raise NotFound(f"no SAE {sae_id!r} in this catalog (SAEs: {known})")
         return rows[0]
 
-    def saes(self) -> list[SaeRow]:
-        """Every SAE, by layer, then expansion."""
-        return self.rows(SaeRow, order_by="layer, expansion, sae_id")
+    def saes(self, controls: bool = True) -> list[SaeRow]:
+        """Every SAE, by layer, then expansion (each random control after its twin); without the random
+        controls when ``controls`` is False."""
+        rows = self.rows(SaeRow, order_by="layer, expansion, sae_id")
+        return rows if controls else [s for s in rows if not s.control]
 
     def primary_model(self) -> ModelRow | None:
         """The model most SAEs were trained on (the app's default model), None when no model is listed."""

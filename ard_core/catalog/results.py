@@ -1,4 +1,5 @@
-"""Named reads of the pipeline's results: AudioLens curves and tables, the paper's tables, steering.
+"""Named reads of the pipeline's results: AudioLens curves and tables, the paper's tables, steering,
+SAE quality.
 
 Each is a method of :class:`ard_core.catalog.Catalog` returning typed rows; the app's
 Lens and Evaluation tabs draw from them and hold no SQL.
@@ -20,6 +21,7 @@ from ard_core.catalog.rows import (
     LensEnrichmentRow,
     LensScoreRow,
     LensSummaryRow,
+    SaeMetricRow,
     SteerabilityRow,
     SteeringResultRow,
 )
@@ -183,3 +185,13 @@ class ResultReads(CatalogBase):
     def steerability_tracks(self) -> list[str]:
         """Tracks with steerability rows."""
         return self._distinct("track", "steerability")
+
+    # -- SAE quality -------------------------------------------------------------------------------
+    def sae_metrics(self, sae_id: str | None = None, split: str | None = None) -> list[SaeMetricRow]:
+        """The quality stage's (and seed stability's) figures, of one SAE / one split, by sae_id, metric, split."""
+        where, params = [], []
+        for column, value in (("sae_id", sae_id), ("split", split)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return self.rows(SaeMetricRow, " AND ".join(where), params)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ard_core.catalog.refs import is_control
+
 @dataclass
 class ClipRow:
     clip_id: str
@@ -52,6 +54,11 @@ class SaeRow:
     fvu: float
     dead_frac: float
     l0: float
+
+    @property
+    def control(self) -> bool:
+        """A frozen random-SAE control (its id ends in '-random'), not a trained SAE."""
+        return is_control(self.sae_id)
 
 
 @dataclass
@@ -248,6 +255,22 @@ class SteerabilityRow:
 
 
 @dataclass
+class SaeMetricRow:
+    sae_id: str
+    """An SAE (a control's ends in '-random'), the model (unspliced reference) or MODEL-lL-neurons (raw neurons)."""
+    metric: str
+    """spliced_acc_<track>, ce_score, kl (each also '@all': spliced at every position), explained_variance,
+    l0, seed_stability, probe_k1_<track>, probe_k5_<track>; the model's acc_<track>, n_<track>, caption_ce and
+    each layer zero-ablated (docs/catalog.md)."""
+    split: str
+    """The clips it is measured on ('test'); 'seeds' for seed_stability (decoder weights, no clips)."""
+    value: float
+    std: float | None
+    """Bootstrap std over clips (accuracy, KL, CE score), std over the track's one-vs-rest probes, or
+    the sample std over pairs of seeds; None where there is none."""
+
+
+@dataclass
 class AnnotationRow:
     annotator: str
     session_id: str
@@ -277,6 +300,7 @@ TABLE_OF: dict[type, str] = {
     DetectionRow: "feature_detection",
     SteeringResultRow: "steering_results",
     SteerabilityRow: "steerability",
+    SaeMetricRow: "sae_metrics",
     AnnotationRow: "annotations",
 }
 
@@ -302,5 +326,6 @@ PRIMARY_KEY: dict[str, tuple[str, ...]] = {
     "feature_detection": ("sae_id", "feature", "judge"),
     "steering_results": ("mapping", "method", "sae_id", "feature", "value", "judge"),
     "steerability": ("sae_id", "feature", "track", "target"),
+    "sae_metrics": ("sae_id", "metric", "split"),
     "annotations": ("annotator", "session_id", "sae_id", "feature"),
 }

@@ -179,6 +179,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE steering_results ADD COLUMN n_all INTEGER;
     ALTER TABLE steering_results ADD COLUMN probe_flip_rate DOUBLE;
     """,
+    # 7: SAE quality (the quality stage, and seed stability from `evaluate --seeds`): one figure per
+    # (SAE, metric, split), long format; metric names in docs/catalog.md. sae_id is an SAE's (its
+    # random control's ends in '-random'), the model's for the unspliced reference, or
+    # MODEL-lL-neurons for probes on a layer's raw neurons.
+    """
+    CREATE TABLE sae_metrics (
+        sae_id VARCHAR, metric VARCHAR, split VARCHAR, value DOUBLE, std DOUBLE,
+        PRIMARY KEY (sae_id, metric, split)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

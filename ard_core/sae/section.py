@@ -61,6 +61,8 @@ class SaeSection:
     """source = 'stream': manifest splits whose clips feed the SAEs."""
     stream_batch_clips: int = 8
     """source = 'stream': clips per forward pass of the model."""
+    random_controls: list[list[int]] = field(default_factory=list)
+    """[layer, expansion] pairs of the grid that get a frozen random-SAE control (ard_core/sae/random.py)."""
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -99,6 +101,10 @@ class SaeSection:
             raise bad("stream_splits", f"list manifest splits from {list(SPLITS)}")
         if self.stream_batch_clips < 1:
             raise bad("stream_batch_clips", "must be a positive integer")
+        grid = {(l, e) for l in self.layers for e in self.expansions}
+        if any(len(pair) != 2 or tuple(pair) not in grid for pair in self.random_controls):
+            raise bad("random_controls", "list [layer, expansion] pairs of the grid (layers x expansions), "
+                                         "e.g. [[6, 8]]")
 
     def dead_threshold(self, n_tokens: int) -> int:
         return max(1, min(self.dead_tokens, int(self.dead_data_frac * n_tokens)))

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple
 
 import gradio as gr
 
-from ard_core.ui import annotate, concepts, evaluation, feature, lens, steer
+from ard_core.ui import annotate, concepts, evaluation, feature, lens, quality, steer
 from ard_core.ui.common import guard
 from ard_core.ui.context import AppContext
 from ard_core.ui.theme import CSS, theme
@@ -23,7 +23,7 @@ from ard_core.ui.theme import CSS, theme
 log = logging.getLogger(__name__)
 
 TABS = {"concepts": "Concepts", "feature": "Feature", "lens": "Lens", "steer": "Steer", "annotate": "Annotate",
-        "evaluation": "Evaluation"}
+        "evaluation": "Evaluation", "quality": "SAE quality"}
 
 
 class App(NamedTuple):
@@ -62,6 +62,8 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
                 aw = annotate.render(ctx)
             with gr.Tab(TABS["evaluation"], id="evaluation", elem_id="tab-evaluation"):
                 ew = evaluation.render(ctx)
+            with gr.Tab(TABS["quality"], id="quality", elem_id="tab-quality"):
+                qw = quality.render(ctx)
 
         feature_outs = feature.outputs(fw) + [tabs]
 
@@ -80,6 +82,7 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
         steer.listen(ctx, sw)
         annotate.listen(ctx, aw, demo)
         evaluation.listen(ctx, ew)
+        quality.listen(ctx, qw)
 
         wire_deep_links(ctx, demo, fw, sw, tabs)
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TOKEN_SECONDS = 0.04
 """Seconds per audio token when a clip's duration is unknown (Qwen2-Audio: 40 ms each)."""
+WINDOW_TOKENS = 750
+"""Qwen2-Audio's audio tokens in its 30 s window."""
 
 
 class Trace(NamedTuple):
@@ -42,10 +44,17 @@ def activation_over_time(sae: "TopKSAE", store: "ActivationStore", layer: int, f
     with torch.no_grad():
         lat = sae.encode(torch.from_numpy(np.asarray(x, dtype=np.float32)))
     acts = (lat.acts * (lat.indices == feature)).sum(dim=1).numpy()
-    # Audio tokens cover the clip evenly; positions index the clip's span.
-    span = int(pos.max()) + 1
-    dt = float(duration_s) / span if duration_s else TOKEN_SECONDS
-    return Trace(pos.astype(np.float64) * dt, acts.astype(np.float64), "")
+    return Trace(pos.astype(np.float64) * token_seconds(int(pos.max()) + 1, duration_s), acts.astype(np.float64), "")
+
+
+def token_seconds(span: int, duration_s: float | None) -> float:
+    """Seconds per audio token of a clip with ``span`` tokens: Qwen2-Audio's 40 ms when its 25 per second
+    explain the count (the last partial token dropped, or a clip cut to the 30 s window); otherwise the
+    tokens are taken to cover the clip evenly (another model's rate)."""
+    if not duration_s:
+        return TOKEN_SECONDS
+    qwen = abs(span * TOKEN_SECONDS - duration_s) <= TOKEN_SECONDS or (span == WINDOW_TOKENS and duration_s > 30.0)
+    return TOKEN_SECONDS if qwen else float(duration_s) / span
 
 
 class ActivationSample(NamedTuple):

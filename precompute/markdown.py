@@ -88,7 +88,7 @@ def table4_md(rows: Sequence[EvaluationRow], layers: dict[str, tuple[int, int]])
 
 
 def steering_md(rows: Sequence[EvaluationRow], order: Sequence[str] = ()) -> list[str]:
-    """Table 3: per method, each mapping's best-multiple sensitivity with its spread and n; mappings in
+    """Table 3: per method, each mapping's sensitivity at its best layer with its spread and n; mappings in
     ``order`` (steer-eval's config) first."""
     seen = list(dict.fromkeys(r.metric for r in rows))
     mappings = [m for m in order if m in seen] + [m for m in seen if m not in order]

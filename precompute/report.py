@@ -31,6 +31,7 @@ from precompute.configs import EvaluateConfig, QualityConfig, ScoreConfig, Steer
 from precompute.lens_report import enrichment_table, table2
 from precompute.markdown import gaps_md, reference_check_md, steering_md, table1_md, table4_md
 from precompute.quality_report import quality_md
+from precompute.steer_eval_report import per_layer, table3
 
 BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
 FIGURES = ("fig2_formats.png", "fig3_correct_incorrect.png", "fig4_positions.png", "fig5_enrichment.png")
@@ -62,7 +63,8 @@ def stage_times(run: RunConfig) -> list[str]:
     total = sum(times.values())
     parts = ", ".join(f"{s} {t:.0f} s" for s, t in times.items())
     return [f"**Pipeline time**: {int(total // 60)} min {total % 60:.0f} s for `python -m precompute run` "
-            f"({parts}; each stage's last completed run, as `run` recorded it)."]
+            f"({parts}; each stage's last completed run, as `run` recorded it; wall times on a shared 2-core "
+            f"machine, so they differ from run to run, unlike every figure below)."]
 
 
 def _rows(cat: Catalog, table: str, protocol: str) -> list[EvaluationRow]:
@@ -129,6 +131,24 @@ def lens_section(cat: Catalog, run: RunConfig, figures: Path, readme: Path) -> l
     return lines
 
 
+def steering_section(cat: Catalog, run: RunConfig) -> list[str]:
+    """Table 3 as steer-eval judged it: the spread of each method's best-layer figure, both denominators, and
+    every layer's choice."""
+    results = cat.steering_results()
+    if not results:
+        return ["### Steering (Table 3)", "", "(steer-eval has not run)"]
+    names = cat.feature_names([f"{r.sae_id}/{r.feature}" for r in results if r.method == "ard"])
+    order = mappings(run)
+    return ["### Steering (Table 3; steerability chooses one (feature, value) per method on the probe split, "
+            "steer-eval judges it on the test split)", "",
+            "Sensitivity of each method's best layer: source samples that shift to the target / those not already "
+            "answered with the target, +- bootstrap std over them (n = that denominator):", "",
+            *steering_md(_rows(cat, "steering", "run"), order), "",
+            "The same with the paper's other denominator in parentheses (/ all source samples), and the layer:", "",
+            *table3(results, order or sorted({r.mapping for r in results})), "",
+            "Every layer's choice (* = the layer chosen on probe):", "", *per_layer(results, names)]
+
+
 def mappings(run: RunConfig) -> list[str]:
     """steer-eval's mappings in its config's order (none when it has not run)."""
     try:
@@ -163,9 +183,8 @@ def render(run: RunConfig, config: Path, figures: Path, readme: Path) -> str:
                  f"{sorted({s.expansion for s in trained})}, K = {'/'.join(map(str, ks))})"
                  + (f" and the frozen random control{'s' * (len(controls) > 1)} {', '.join(controls)}."
                     if controls else "."), "",
-                 *evaluation_section(cat, run, saes), "", *quality_section(cat, run, saes), "", "### Steering (Table 3; best multiple, mean over features "
-                 "+- bootstrap std over source samples; n = source samples)", "",
-                 *steering_md(_rows(cat, "steering", "run"), mappings(run)), "", *lens_section(cat, run, figures, readme), "",
+                 *evaluation_section(cat, run, saes), "", *quality_section(cat, run, saes), "", *steering_section(cat, run), "",
+                 *lens_section(cat, run, figures, readme), "",
                  *seeds_section(cat, run, saes)]
     return "\n".join(lines) + "\n"
 

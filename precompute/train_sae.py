@@ -32,7 +32,7 @@ from ard_core.sae.data import Dist, TokenSource
 from ard_core.sae.random import random_sae, sample_metrics
 from ard_core.datasets import load_manifest
 from ard_core.models import ModelConfig
-from ard_core.sae.stream import ActivationStream, StreamSpec, train_stream
+from ard_core.sae.stream import ActivationStream, StreamLayer, StreamSpec, train_stream
 from ard_core.sae.train import SaeSection, TrainResult, train_sae
 from ard_core.store import ActivationStore
 from precompute import handover
@@ -138,28 +138,35 @@ def train_all(run: RunConfig, section: SaeSection, only: list[str] | None = None
             register(job, _trained(job, model, train_sae(section, store, job.layer, job.expansion, job.sae_dir,
                                                          model_name=model, device=device, seed=run.run.seed,
                                                          progress=progress)))
-    if todo:
-        for job, res in zip(todo, _train_streamed(run, section, todo, model, device, progress)):
-            register(job, _trained(job, model, res))
     controls = [Job(cid, l, e, run.run.out_dir / "saes" / cid) for l, e in section.random_controls
                 for cid in [control_id(sae_id_for(model, l, e))]]
-    for job in [c for c in controls if not only or c.sae_id in only]:
-        if d.main:
-            register(job, _control(job, section, store, model, run.run.seed))
+    controls = [c for c in controls if not only or c.sae_id in only]
+    stream = (_open_stream(run, section, {j.layer for j in todo + controls}, model, device)
+              if todo or (controls and section.source == "stream" and d.main) else None)
+    if todo:
+        for job, res in zip(todo, train_stream(section, stream, [(j.layer, j.expansion, j.sae_dir) for j in todo],
+                                               model_name=model, device=device, seed=run.run.seed,
+                                               progress=progress)):
+            register(job, _trained(job, model, res))
+    for job in controls:
+        if d.main:  # stream mode: the control's samples come from the same forward passes as its twin's
+            src = stream.layer(job.layer) if section.source == "stream" else TokenSource(
+                store, job.layer, section.batch_size, run.run.seed, torch.device("cpu"), section.in_memory_max_gb,
+                section.buffer_tokens)
+            register(job, _control(job, section, src, store.d_model, model, run.run.seed))
     return [rows[j.sae_id] for j in jobs + controls if j.sae_id in rows]
 
 
-def _control(job: Job, section: SaeSection, store: ActivationStore, model: str, seed: int) -> SaeRow:
+def _control(job: Job, section: SaeSection, src: TokenSource | StreamLayer, d_model: int, model: str,
+             seed: int) -> SaeRow:
     """Build (again: it is cheap and deterministic) and save the random control of ``job``'s shape; its
     input scale and FVU/L0 come from the same token samples its trained twin's init and finish read."""
-    src = TokenSource(store, job.layer, section.batch_size, seed, torch.device("cpu"), section.in_memory_max_gb,
-                      section.buffer_tokens)
-    init = src.sample(section.init_sample_tokens, seed=seed * 100_003 + 7_919)
-    sae = random_sae(store.d_model, job.expansion, section.k, init, model=model, layer=job.layer, seed=seed)
-    m = sample_metrics(sae, src.sample(section.eval_tokens, seed=seed * 100_003 + 104_729))
+    init = src.sample(section.init_sample_tokens, seed=seed * 100_003 + 7_919).cpu()
+    sae = random_sae(d_model, job.expansion, section.k, init, model=model, layer=job.layer, seed=seed)
+    m = sample_metrics(sae, src.sample(section.eval_tokens, seed=seed * 100_003 + 104_729).cpu())
     sae.save(job.sae_dir)
     log.info("%s: random control, FVU %.4f  L0 %.1f  dead %.3f", job.sae_id, m.fvu, m.l0, m.dead_frac)
-    return SaeRow(job.sae_id, model, job.layer, job.expansion, section.k, store.d_model, sae.cfg.d_sae,
+    return SaeRow(job.sae_id, model, job.layer, job.expansion, section.k, d_model, sae.cfg.d_sae,
                   str(job.sae_dir), m.fvu, m.dead_frac, m.l0)
 
 
@@ -170,10 +177,10 @@ def _trained(job: Job, model: str, res: TrainResult) -> SaeRow:
     return _row(job.sae_id, model, job.layer, job.expansion, res)
 
 
-def _train_streamed(run: RunConfig, section: SaeSection, todo: list[Job], model: str, device: torch.device,
-                    progress: bool) -> list[TrainResult]:
-    """Every pending SAE at once on the model's forward passes over [sae].stream_splits, with the extract
-    stage's prompt and positions (its saved config copy), so they see the tokens score reads from the store."""
+def _open_stream(run: RunConfig, section: SaeSection, layers: set[int], model: str,
+                 device: torch.device) -> ActivationStream:
+    """The model's forward passes over [sae].stream_splits at ``layers``, with the extract stage's prompt and
+    positions (its saved config copy), so the SAEs see the tokens score reads from the store."""
     ext = handover.load(run, ExtractConfig)
     if ext.drop_sinks:
         raise ConfigError("[sae].source = 'stream' needs [extract].drop_sinks = false: dropped sink tokens "
@@ -183,14 +190,11 @@ def _train_streamed(run: RunConfig, section: SaeSection, todo: list[Job], model:
     if llm.name != model:
         raise ConfigError(f"[model] loads {llm.name!r}, but the activation store was extracted from {model!r}; "
                           "run extract again or point [model] at the same checkpoint")
-    spec = StreamSpec(llm.build_prompt(ext.prompt), ext.positions, sorted({j.layer for j in todo}))
-    stream = ActivationStream(llm, records, spec, section.batch_size, section.buffer_tokens,
-                              section.stream_batch_clips, run.run.seed, device,
-                              run.run.out_dir / "saes" / "stream.json")
-    log.info("streaming %d clips of splits %s through %s into %d SAEs", len(records), section.stream_splits,
-             llm.name, len(todo))
-    return train_stream(section, stream, [(j.layer, j.expansion, j.sae_dir) for j in todo], model_name=model,
-                        device=device, seed=run.run.seed, progress=progress)
+    spec = StreamSpec(llm.build_prompt(ext.prompt), ext.positions, sorted(layers))
+    log.info("streaming %d clips of splits %s through %s at layers %s", len(records), section.stream_splits,
+             llm.name, spec.layers)
+    return ActivationStream(llm, records, spec, section.batch_size, section.buffer_tokens,
+                            section.stream_batch_clips, run.run.seed, device, run.run.out_dir / "saes" / "stream.json")
 
 
 def _row(sae_id: str, model: str, layer: int, expansion: int, res: TrainResult) -> SaeRow:

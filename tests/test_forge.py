@@ -73,6 +73,11 @@ def test_templates_render_the_shipped_cards_from_the_shipped_json(folder: str, c
     else:
         result["captions"]["word_f1"] = 0.5
         assert "reference 0.50, exact match" in render_card(name, card.card_values(path, result))
+        gender = next(r for r in result["accuracy"] if (r["track"], r["fmt"]) == ("gender", "P3"))
+        gender["accuracy"] = 0.5
+        assert "| gender | >= 95% | 50.0% | missed |" in render_card(name, card.card_values(path, result))
+        gender["accuracy"] = 0.99
+        assert "| gender | >= 95% | 99.0% | met |" in render_card(name, card.card_values(path, result))
 
 
 def test_a_template_field_without_a_value_is_named() -> None:

@@ -144,7 +144,9 @@ def test_every_stage_of_the_shipped_config_completes(rehearsal, fake_llm) -> Non
     assert tokens["audioset_sl-YaaaaaaaaaaA"] == 250 and tokens["freesound-2149"] == 50  # 25 per second
     with Catalog.open(run / "catalog.duckdb", read_only=True) as cat:
         saes = cat.rows(SaeRow)
-        assert sorted((s.layer, s.expansion) for s in saes) == [(l, e) for l in (5, 16, 26) for e in (4, 8, 16)]
+        trained = [s for s in saes if not s.control]
+        assert sorted((s.layer, s.expansion) for s in trained) == [(l, e) for l in (5, 16, 26) for e in (4, 8, 16)]
+        assert [(s.layer, s.expansion, s.sae_id.endswith("-random")) for s in saes if s.control] == [(26, 8, True)]
         assert cat.count("feature_examples") > 0 and cat.count("lens_scores") > 0
         assert cat.count("steering_results") > 0 and cat.count("evaluations") > 0
     saved = json.loads((run / "score" / "score_cfg.json").read_text())
@@ -196,5 +198,7 @@ def test_stream_mode_trains_the_grid_without_the_store(rehearsal) -> None:
     assert json.loads((copy / "saes" / "stream.json").read_text())["blocks"]
     with Catalog.open(copy / "catalog.duckdb", read_only=True) as cat:
         saes = cat.rows(SaeRow)
-        assert len(saes) == 9 and all(s.path.startswith(str(copy)) for s in saes)
+        assert len(saes) == 9 + 1 and all(s.path.startswith(str(copy)) for s in saes)  # and the random control
+        control = next(s for s in saes if s.control)  # built from the streamed tokens, the store moved away
+        assert control.sae_id.endswith("l26-e8-random") and 0 < control.fvu and control.l0 == 8.0
         assert cat.count("feature_examples") > 0

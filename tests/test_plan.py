@@ -96,7 +96,7 @@ def test_throughput_is_the_smoke_tests_measurement(shape7b):
 
 @pytest.mark.parametrize("override, message", [
     ("extract.layers=[5, 16, 40]", r"\[extract\].layers \[40\] out of range"),
-    ("sae.layers=[5, 17]", r"\[sae\].layers \[17\] are not in \[extract\].layers"),
+    ("sae.layers=[5, 17, 26]", r"\[sae\].layers \[17\] are not in \[extract\].layers"),
     ("lens.enrich_gap=40", "enrich_gap 40"),
 ])
 def test_problems_are_found_before_the_run(override, message):

@@ -9,7 +9,7 @@ import torch
 
 from ard_core.sae import SaeConfig, TopKSAE
 from ard_core.store import ActivationStore, ActivationWriter, StoreMeta
-from ard_core.traces import activation_over_time, activation_sample
+from ard_core.traces import activation_over_time, activation_sample, token_seconds
 
 D, LAYER = 16, 3
 TOKENS = {"a": 5, "b": 8, "c": 3, "d": 6}
@@ -41,6 +41,10 @@ def test_trace_is_the_dense_encode_column_over_the_clip_span(setup) -> None:
     assert tr.acts.max() > 0 and tr.note == ""
     np.testing.assert_allclose(tr.times, np.arange(8) * 2.0 / 8)  # 8 tokens spread over 2 s
     assert activation_over_time(sae, store, LAYER, feature, "b", duration_s=0).times[1] == pytest.approx(0.04)
+    # Qwen2-Audio's 25 tokens per second: the last partial token dropped, or the clip cut to the 30 s window
+    assert activation_over_time(sae, store, LAYER, feature, "b", duration_s=0.35).times[1] == pytest.approx(0.04)
+    assert token_seconds(37, 1.5) == token_seconds(750, 35.0) == pytest.approx(0.04)
+    assert token_seconds(8, 2.0) == pytest.approx(0.25)
 
 
 def test_trace_says_why_it_is_empty(setup) -> None:

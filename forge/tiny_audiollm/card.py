@@ -114,6 +114,26 @@ def _evaluation_values(result: dict) -> dict[str, object]:
     }
 
 
+def aims(folder: Path, result: dict) -> str:
+    """The P3 aims of ``folder/aims.json`` ({"p3": {track: fraction}, "why": {track: text}}) against the
+    measured test accuracy: met or missed, and for a missed aim the reason recorded beside it."""
+    path = Path(folder) / "aims.json"
+    if not path.is_file():
+        return "(no aims recorded for this model)"
+    spec = json.loads(path.read_text())
+    p3 = {r["track"]: r["accuracy"] for r in result["accuracy"] if r["fmt"] == "P3"}
+    lines = ["| track | aim (P3, test) | measured | |", "|---|---|---|---|"]
+    why = []
+    for track, aim in spec["p3"].items():
+        got = p3.get(track)
+        met = got is not None and got >= aim
+        shown = f"{100 * got:.1f}%" if got is not None else "not measured"
+        lines.append(f"| {track} | >= {100 * aim:.0f}% | {shown} | {'met' if met else 'missed'} |")
+        if not met:
+            why.append(f"- **{track}** missed: {spec.get('why', {}).get(track, 'no reason recorded')}")
+    return "\n".join(lines + ([""] + why if why else []))
+
+
 def learning_curve(folder: Path) -> str:
     """The probe-split P3 accuracy per track at each monitored phase-2 step, as a Markdown table."""
     path = Path(folder) / "probe_curve.csv"
@@ -142,7 +162,7 @@ def card_values(folder: Path, result: dict) -> dict[str, object]:
     labels = json.loads((folder / "label_sets.json").read_text())
     config = json.loads((folder / "config.json").read_text())
     return (_architecture_values(config, cfg, summary["vocab"]) | _training_values(cfg, summary, labels)
-            | _evaluation_values(result) | {"learning_curve": learning_curve(folder),
+            | _evaluation_values(result) | {"learning_curve": learning_curve(folder), "aims": aims(folder, result),
                                               "monitor_clips": cfg.monitor_clips, "eval_every": cfg.eval_every})
 
 

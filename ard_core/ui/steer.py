@@ -146,6 +146,7 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
               positions: Sequence[str] = ("audio", "prompt", "generated"), max_new_tokens: int = 24) -> SteerView:
     """Original vs steered generation of the loaded model on one clip."""
     from ard_core.audio import load_upload
+    from ard_core.models.base import check_clip_length
     from ard_core.prompts import label_token_ids
     from ard_core.steering import steer
 
@@ -155,6 +156,7 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
     req = check_request(audio_path, question, prefix, labels, refs, values, mode, positions, max_new_tokens)
     specs = steer_specs(ctx, req.refs, req.values, mode)
     clip = load_upload(audio_path, sr=llm.sampling_rate, limits=ctx.audio_limits)
+    check_clip_length(llm, clip.audio.size, f"'{clip.file.name}'")
     prompt = llm.build_prompt(question or "", prefix or None)
     if req.labels:
         try:

@@ -308,8 +308,7 @@ def show(ctx: AppContext, ref: str) -> list[Any]:
         v.density_fig, v.hist_fig,
         f"### Top clips — the {len(v.top)} most representative (highest r = μ × c)"
         + (f", of {v.n_top}" if v.n_top > p else ""),
-        f"### Bottom clips — the {len(v.bottom)} least representative among clips where it fires"
-        + (f", of {v.n_bottom}" if v.n_bottom > p else ""),
+        bottom_title(v.bottom, v.n_bottom, p),
     ]
     for examples in (v.top, v.bottom):
         for i in range(p):
@@ -319,6 +318,17 @@ def show(ctx: AppContext, ref: str) -> list[Any]:
             else:
                 ups += [gr.Column(visible=False), "", None, None]
     return ups
+
+
+def bottom_title(bottom: list[ExampleView], n_bottom: int, shown_max: int) -> str:
+    """What the bottom clips are: the lowest r over every probing clip (mostly clips where the feature is
+    silent), the contrast set monosemanticity compares the top clips with; says how many are silent."""
+    silent = sum(e.mean_act == 0 for e in bottom)
+    what = (f"it does not fire at all on {'any' if silent == len(bottom) else silent} of them (μ = 0)" if silent
+            else "it fires weakly on each")
+    return (f"### Bottom clips — the {len(bottom)} least representative probing clips (lowest r)"
+            + (f", of {n_bottom}" if n_bottom > shown_max else "")
+            + f"  \n<small>The contrast set its monosemanticity is measured against; {what}.</small>")
 
 
 def step(ctx: AppContext, ref: str, delta: int) -> str:

@@ -2,7 +2,7 @@
 
 ``create_app`` opens the catalog read-only, loads the model once, renders every
 tab (``render``) and wires its events (``listen``). Cross-tab wiring lives here:
-opening a feature from the Concepts table, and the deep links read from the page
+opening a feature from the Concepts table or the Inspect tab, steering the inspected clip, and the deep links read from the page
 request: ``?feature=SAE_ID/K`` (the feature page), ``?tab=lens`` etc., and
 ``?tab=steer&feature=SAE_ID/K&value=V`` (the Steer tab pre-filled, :func:`steer.link_updates`).
 """
@@ -15,14 +15,14 @@ from typing import Any, Callable, NamedTuple
 
 import gradio as gr
 
-from ard_core.ui import annotate, concepts, evaluation, feature, lens, steer
+from ard_core.ui import annotate, concepts, evaluation, feature, inspector, lens, steer
 from ard_core.ui.common import guard
 from ard_core.ui.context import AppContext
 from ard_core.ui.theme import CSS, theme
 
 log = logging.getLogger(__name__)
 
-TABS = {"concepts": "Concepts", "feature": "Feature", "lens": "Lens", "steer": "Steer", "annotate": "Annotate",
+TABS = {"concepts": "Concepts", "inspect": "Inspect", "feature": "Feature", "lens": "Lens", "steer": "Steer", "annotate": "Annotate",
         "evaluation": "Evaluation"}
 
 
@@ -51,6 +51,8 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
         with gr.Tabs(selected="concepts", elem_id="ard-tabs") as tabs:
             with gr.Tab(TABS["concepts"], id="concepts", elem_id="tab-concepts"):
                 cw = concepts.render(ctx)
+            with gr.Tab(TABS["inspect"], id="inspect", elem_id="tab-inspect"):
+                iw = inspector.render(ctx)
             with gr.Tab(TABS["feature"], id="feature", elem_id="tab-feature"):
                 fw = feature.render(ctx)
             with gr.Tab(TABS["lens"], id="lens", elem_id="tab-lens"):
@@ -74,7 +76,13 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
             trigger(guard(to_ref), inputs, [fw.ref], api_visibility="private", show_progress="hidden").success(
                 open_ref, [fw.ref], feature_outs, api_visibility="private")
 
+        def steer_clip(trigger: Callable, inputs: list) -> None:
+            """Wire ``trigger`` so that (feature, clip) from ``inputs`` fill the Steer tab, and switch to it."""
+            trigger(guard(lambda ref, audio: steer.clip_link_updates(ctx, ref, audio) + [gr.Tabs(selected="steer")]),
+                    inputs, steer.clip_link_outputs(sw) + [tabs], api_visibility="private")
+
         concepts.listen(ctx, cw, open_feature)
+        inspector.listen(ctx, iw, open_feature, steer_clip)
         feature.listen(ctx, fw)
         lens.listen(ctx, lw)
         steer.listen(ctx, sw)

@@ -272,6 +272,20 @@ def link_updates(ctx: AppContext, ref: str, value: object | None) -> list[Any]:
     return [clip, p.preset if p.preset else gr.skip(), [p.ref], {} if p.value is None else {p.ref: p.value}]
 
 
+def clip_link_outputs(w: SteerWidgets) -> list[Any]:
+    """The widgets :func:`clip_link_updates` fills."""
+    return [w.audio, w.clip, w.preset, w.features, w.pending]
+
+
+def clip_link_updates(ctx: AppContext, ref: str, audio_path: str | None) -> list[Any]:
+    """Updates for :func:`clip_link_outputs`: steer ``ref`` on the user's own clip ("steer this" on the Inspect
+    tab), with the preset and value of its best steerability row where measured."""
+    if not audio_path:
+        raise UserError("give the clip to steer first")
+    p = prefill(ctx, ref, None)
+    return [audio_path, None, p.preset if p.preset else gr.skip(), [p.ref], {}]
+
+
 def listen(ctx: AppContext, w: SteerWidgets) -> None:
     pre = presets(ctx)
 

@@ -17,6 +17,7 @@ PALETTE = ["#4f46e5", "#0891b2", "#d97706", "#dc2626", "#059669", "#7c3aed", "#d
 ORIGINAL, STEERED = "#64748b", "#4f46e5"
 MAGMA = [[i / (len(plotly.colors.sequential.Magma) - 1), c] for i, c in enumerate(plotly.colors.sequential.Magma)]
 """plotly.js knows no 'Magma'; plotly.py's validation expands the name into this list."""
+BLUES = [[i / (len(plotly.colors.sequential.Blues) - 1), c] for i, c in enumerate(plotly.colors.sequential.Blues)]
 
 
 def _base(title: str = "", height: int = 320) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def inspect_figure(spec_db: np.ndarray, hop_s: float, duration: float, times: np
         step = times[1] - times[0] if len(times) > 1 else duration
         text = [[f"{h}<br>t={t:.2f}s act={v:.3f}" for t, v in zip(times, row)] for h, row in zip(hover, a)]
         data.append(dict(type="heatmap", z=np.round(rel, 3), x=np.asarray(times) + step / 2, y=list(range(n)),
-                         zmin=0, zmax=1, colorscale="Blues", xaxis="x2", yaxis="y2", text=text,
+                         zmin=0, zmax=1, colorscale=BLUES, xaxis="x2", yaxis="y2", text=text,
                          hovertemplate="%{text}<extra></extra>",
                          colorbar=dict(title=dict(text="act / max", side="right"), thickness=10, len=0.55, y=0.3)))
     spec_h, row_h = 150, 26

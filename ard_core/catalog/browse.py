@@ -185,6 +185,18 @@ class NamedFeature(NamedTuple):
     name: str | None
 
 
+class SimilarFeature(NamedTuple):
+    """One neighbour of a feature, with what the page shows of it."""
+
+    kind: str
+    """'decoder' (same SAE) or 'activation' (another layer's SAE)."""
+    ref: str
+    name: str | None
+    layer: int
+    similarity: float
+    """Decoder cosine ('decoder') or Pearson correlation of clip means ('activation')."""
+
+
 class ClipFile(NamedTuple):
     clip_id: str
     path: Path
@@ -236,6 +248,17 @@ class BrowseReads(CatalogBase):
         """(lowest, highest) monosemanticity over every scored feature; None when none is scored."""
         lo, hi = self._fetch("SELECT min(monosemanticity), max(monosemanticity) FROM features")[1][0]
         return None if lo is None else (float(lo), float(hi))
+
+    def similar_features(self, ref: str | FeatureRef) -> list[SimilarFeature]:
+        """The feature's neighbours (the similar stage): within its SAE by rank, then per other SAE (by layer
+        and expansion) by rank. Empty when the stage has not run."""
+        fr = parse_feature_ref(str(ref))
+        rows = self._fetch(
+            "SELECT n.kind, n.other_sae_id || '/' || CAST(n.other_feature AS VARCHAR), f.name, s.layer, n.similarity "
+            "FROM similar_features n JOIN saes s ON s.sae_id = n.other_sae_id LEFT JOIN features f "
+            "ON f.sae_id = n.other_sae_id AND f.feature = n.other_feature WHERE n.ref = ? "
+            "ORDER BY n.kind = 'activation', s.layer, s.expansion, n.other_sae_id, n.rank", [str(fr)])[1]
+        return [SimilarFeature(*r) for r in rows]
 
     def feature_densities(self, sae_id: str) -> np.ndarray:
         """(features,) density of every listed feature of ``sae_id``, by feature index; NaN where unknown."""

@@ -147,7 +147,7 @@ def test_activation_histogram_counts_the_sampled_tokens(ctx: AppContext, run: Ui
 
 def test_feature_page_updates_and_bad_references(ctx: AppContext, run: UiRun) -> None:
     ups = feature.show(ctx, _planted(run, "clicks"))
-    assert len(ups) == 11 + 2 * ctx.max_examples * 4
+    assert len(ups) == 12 + 2 * ctx.max_examples * 4  # 11 page widgets, 4 per example card, the similar section
     with pytest.raises(UserError, match="SAE_ID/K"):
         feature.feature_view(ctx, "not a ref")
     with pytest.raises(NotFound, match="no SAE"):

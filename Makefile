@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   install, run the pipeline on the embedded default, launch the app
 #   make test   install, run the whole test suite
+# and, for CI: make test-interop  install the interop extra, run the tests against real SAELens / sparsify
 PY      ?= python3
 VENV    ?= .venv
 VPY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ CONFIG  ?= configs/demo.toml
 CATALOG ?= runs/demo/catalog.duckdb
 PORT    ?= 7860
 
-.PHONY: demo test install pipeline app clean
+.PHONY: demo test test-interop install pipeline app clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -34,6 +35,13 @@ demo: pipeline app
 
 test: install
 	$(VPY) -m pytest -q
+
+$(VENV)/.interop: $(VENV)/.installed
+	$(VPY) -m pip install -e ".[test,interop]"
+	@touch $@
+
+test-interop: $(VENV)/.interop
+	$(VPY) -m pytest -q -m interop
 
 clean:
 	rm -rf runs/demo

@@ -33,18 +33,25 @@ class Trace(NamedTuple):
 def activation_over_time(sae: "TopKSAE", store: "ActivationStore", layer: int, feature: int, clip_id: str,
                          duration_s: float | None) -> Trace:
     """Feature ``feature``'s activation on each stored token of ``clip_id`` at ``layer`` (the SAE's layer)."""
+    return clip_traces(sae, store, layer, [feature], clip_id, duration_s)[feature]
+
+
+def clip_traces(sae: "TopKSAE", store: "ActivationStore", layer: int, features: list[int], clip_id: str,
+                duration_s: float | None) -> dict[int, Trace]:
+    """Each of ``features``' activation on each stored token of ``clip_id``, from one SAE encode of the clip."""
     empty = np.zeros(0)
     try:
         x = store.clip_tokens(layer, clip_id)  # (T, d) float16
         pos = store.clip_positions(layer, clip_id)  # (T,)
     except KeyError:
-        return Trace(empty, empty, f"clip {clip_id} has no stored activations at layer {layer}")
+        return {f: Trace(empty, empty, f"clip {clip_id} has no stored activations at layer {layer}") for f in features}
     if x.shape[0] == 0:
-        return Trace(empty, empty, "the clip has no stored tokens")
+        return {f: Trace(empty, empty, "the clip has no stored tokens") for f in features}
     with torch.no_grad():
         lat = sae.encode(torch.from_numpy(np.asarray(x, dtype=np.float32)))
-    acts = (lat.acts * (lat.indices == feature)).sum(dim=1).numpy()
-    return Trace(pos.astype(np.float64) * token_seconds(int(pos.max()) + 1, duration_s), acts.astype(np.float64), "")
+    times = pos.astype(np.float64) * token_seconds(int(pos.max()) + 1, duration_s)
+    return {f: Trace(times, (lat.acts * (lat.indices == f)).sum(dim=1).numpy().astype(np.float64), "")
+            for f in features}
 
 
 def token_seconds(span: int, duration_s: float | None) -> float:

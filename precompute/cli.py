@@ -31,6 +31,8 @@ STAGES: dict[str, Stage] = {
     "extract": Stage("precompute.extract", "capture residual-stream activations into the activation store"),
     "train-sae": Stage("precompute.train_sae", "train TopK sparse autoencoders on stored activations"),
     "score": Stage("precompute.score", "representativeness scores, top/bottom clips, monosemanticity"),
+    "similar": Stage("precompute.similar", "each feature's nearest features: by decoder cosine in its SAE, by "
+                                           "correlated clip means in other layers' SAEs"),
     "describe": Stage("precompute.describe", "caption top clips and name each feature's concept"),
     "evaluate": Stage("precompute.evaluate", "Hungarian-matched P/R/F1/mAP tables against references"),
     "quality": Stage("precompute.quality", "SAE quality on held-out clips: spliced-in fidelity, explained "
@@ -43,6 +45,7 @@ STAGES: dict[str, Stage] = {
     "report": Stage("precompute.report", "write the README's measured section from the run (tables, figures, commit)"),
     "plan": Stage("precompute.plan", "check a config against the model's shapes and print the disk, memory and "
                                      "GPU hours it will need, before any weights are loaded"),
+    "export": Stage("precompute.export", "write the catalog in Neuronpedia's import layout or as Parquet files"),
 }
 
 

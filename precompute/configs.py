@@ -117,6 +117,24 @@ class ScoreConfig:
 
 
 @dataclass
+class SimilarConfig:
+    """The ``[similar]`` table: each feature's nearest features, within its SAE by decoder cosine and in
+    the other layers' SAEs by the correlation of clip mean activations over the score stage's probing clips."""
+
+    stage: ClassVar[str] = "similar"
+    saved_as: ClassVar[str] = "similar/similar_cfg.json"
+
+    top_decoder: int = 10
+    """Neighbours kept per feature within its own SAE."""
+    top_other: int = 3
+    """Neighbours kept per feature in each SAE of another layer."""
+
+    def __post_init__(self) -> None:
+        if self.top_decoder < 0 or self.top_other < 0 or self.top_decoder + self.top_other == 0:
+            raise ConfigError("[similar].top_decoder and top_other must be >= 0, and not both 0")
+
+
+@dataclass
 class DescribeConfig:
     """The ``[describe]`` table."""
 

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 # Stages run by ``run``, in order; each reads what the ones before it wrote (precompute.handover).
 # ``steer`` needs an audio file, so it is not part of it.
-PIPELINE = ["dataset", "extract", "train-sae", "score", "describe", "evaluate", "quality", "lens", "steerability",
-            "steer-eval"]
+PIPELINE = ["dataset", "extract", "train-sae", "score", "similar", "describe", "evaluate", "quality", "lens",
+            "steerability", "steer-eval"]
 
 
 def config_hash(path: Path, overrides: Sequence[str] = ()) -> str:

@@ -19,7 +19,7 @@ def test_help_lists_the_pipeline_stages_and_the_tools():
     out = subprocess.run([sys.executable, "-m", "precompute", "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     listed = re.findall(r"^    (\S+)", out.stdout, flags=re.M)  # one "    NAME  help" line per stage
-    assert listed == [*PIPELINE, "steer", "run", "report", "plan"]
+    assert listed == [*PIPELINE, "steer", "run", "report", "plan", "export"]
     assert set(STAGES) == set(listed)
     assert "train-tiny" not in out.stdout and "not built" not in out.stdout
 

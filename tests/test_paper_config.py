@@ -38,8 +38,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "configs" / "qwen2-audio-7b.toml"
-PIPELINE = ["dataset", "extract", "train-sae", "score", "describe", "evaluate", "quality", "lens", "steerability",
-            "steer-eval"]
+PIPELINE = ["dataset", "extract", "train-sae", "score", "similar", "describe", "evaluate", "quality", "lens",
+            "steerability", "steer-eval"]
 
 WAVCAPS = {  # (id, caption, seconds): 35 s is cut to the 30 s window; FreeSound and SoundBible share 2149
     "AudioSet_SL": [("YaaaaaaaaaaA", "A man speaks over wind.", 10.0), ("YbbbbbbbbbbB", "Rain on a roof.", 35.0),

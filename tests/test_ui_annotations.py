@@ -141,6 +141,40 @@ def test_concurrent_submissions_are_all_stored_once(tmp_path: Path) -> None:
     store.close()
 
 
+_WRITER = """
+import sys
+from ard_core.catalog import AnnotationStore
+path, name, refs = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+store = AnnotationStore(path)
+s = store.start_or_resume(name, len(refs), 5, refs)
+for j, ref in enumerate(s.features):
+    store.save_answer(s.session_id, ref, f"{name} label {j}", j % 6)
+print(len(store.answers(s.session_id)))
+"""
+
+
+def test_two_processes_share_the_file(tmp_path: Path) -> None:
+    """Two apps on one catalog (one for annotators, one for a demo) each write answers while the other
+    does: neither is refused for the other's lock, and every answer is stored once."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.duckdb"
+    first = AnnotationStore(path)  # an app process that started first and is still running
+    refs = ",".join(REFS[:15])
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name, refs], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+             for name in ("annotator", "demo")]
+    s = first.start_or_resume("local", 5, 1, REFS)  # and it keeps writing meanwhile
+    for j, ref in enumerate(s.features):
+        first.save_answer(s.session_id, ref, f"local {j}", 3)
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert [out.split()[-1] for out, _ in outs] == ["15", "15"]
+    assert sorted({a.annotator for a in first.answers()}) == ["annotator", "demo", "local"]
+    assert len(first.answers()) == 35
+
+
 def test_krippendorff_alpha_matches_the_published_example() -> None:
     """Krippendorff (2011), 'Computing Krippendorff's alpha-reliability': interval alpha = 0.849."""
     n = np.nan

@@ -75,6 +75,16 @@ def _truncated_header(p: Path) -> None:
     p.write_bytes(p.read_bytes()[:30])  # cut inside the fmt chunk
 
 
+def _header_claims_more(p: Path) -> None:
+    """31 ms of audio under a header that claims a whole second (a recording cut off mid-write)."""
+    sf.write(p, _tone(0.031), SR, subtype="PCM_16")
+    data = bytearray(p.read_bytes())
+    at = data.find(b"data")
+    data[at + 4:at + 8] = (2 * SR).to_bytes(4, "little")
+    data[4:8] = (2 * SR + 36).to_bytes(4, "little")
+    p.write_bytes(bytes(data))
+
+
 def _zero_length(p: Path) -> None:
     p.write_bytes(b"")
 
@@ -87,6 +97,9 @@ REFUSED: dict[str, tuple[str, Callable[[Path], None], str]] = {
     "text renamed .wav": ("notes.wav", _text, "'notes.wav' is not an audio file this app reads"),
     "truncated WAV header": ("cut.wav", _truncated_header, "'cut.wav' starts like a WAV file but its header cannot "
                                                            "be read"),
+    "header claims more than it holds (31 ms)": ("short.wav", _header_claims_more,
+                                                 "'short.wav' is too short: 31 ms of audio (496 samples); the model "
+                                                 "needs at least 61 ms (961 samples at 16000 Hz)"),
     "zero-length file": ("empty.wav", _zero_length, "'empty.wav' is empty (0 bytes)"),
     "all-NaN samples": ("nan.wav", _all_nan, "'nan.wav' contains NaN or infinite samples"),
 }

@@ -26,6 +26,10 @@ def _figures() -> dict[str, go.Figure]:
         "activations, silent": plots.activation_histogram(np.zeros(10), 10, 1),
         "clip": plots.clip_activation_figure(spec, 0.01, times, rng.uniform(0, 2, 50), 2.0, 3.0),
         "clip, no trace": plots.clip_activation_figure(spec, 0.01, np.zeros(0), np.zeros(0), 1.2, None, "no store"),
+        "inspect": plots.inspect_figure(spec, 0.01, 2.0, times, rng.uniform(0, 2, (3, 50)),
+                                        ['<a href="?feature=s/1">one</a>', "two", "three"], ["s/1", "s/2", "s/3"],
+                                        [2.0, 1.0, 4.0]),
+        "inspect, nothing fires": plots.inspect_figure(spec, 0.01, 2.0, times, np.zeros((0, 50)), [], [], []),
     }
 
 

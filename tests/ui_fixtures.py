@@ -12,7 +12,8 @@
 - ``run/catalog.duckdb``: clips, model, SAEs, features (ranked, some named),
   ``ard`` top/bottom examples computed from the SAEs with ``ard_core.retrieval``,
   lens curves, Tables 1/3/4, Table 3's steering rows, one test clip's per-clip results, the planted
-  features' detection scores, and steerability rows (the 'hum' feature at layer 1 steers
+  features' detection scores, similar features (the similar stage's rows over every clip), and
+  steerability rows (the 'hum' feature at layer 1 steers
   gender -> male on 3 of 4 probe clips at value 30; 'clicks' flipped nothing; 'beep' was not measured).
 
 The expensive part (the tiny model) is built once per pytest session:
@@ -54,6 +55,7 @@ from ard_core.catalog import (
     LensSummaryRow,
     ModelRow,
     SaeRow,
+    SimilarFeatureRow,
     SteerabilityRow,
     SteeringResultRow,
     sae_id_for,
@@ -164,6 +166,8 @@ def build_ui_run(root: Path) -> UiRun:
     writer.commit(0)
 
     sae_rows, feature_rows, example_rows = [], [], []
+    means: dict[str, torch.Tensor] = {}
+    decoders: dict[str, torch.Tensor] = {}
     for layer in LAYERS:
         sae_id = sae_id_for(MODEL_NAME, layer, EXPANSION)
         d_sae = EXPANSION * D_MODEL
@@ -181,6 +185,7 @@ def build_ui_run(root: Path) -> UiRun:
         xs = [torch.from_numpy((1.0 + 0.5 * layer) * tokens[c]) for c in ids]
         lat = [sae.encode(x) for x in xs]
         stats = clip_stats_sparse([a for a, _ in lat], [i for _, i in lat], d_sae)
+        means[sae_id], decoders[sae_id] = stats.mean_act, sae.W_dec.detach()
         r = (stats.mean_act * stats.coverage).numpy()  # (clips, features)
         n_tok = sum(x.shape[0] for x in xs)
         density = stats.n_active.numpy() / n_tok
@@ -262,13 +267,32 @@ def build_ui_run(root: Path) -> UiRun:
                  (l1, "clicks", "gender", "male", 12.0, 0, 4, 1.0, None, "name"),
                  (l2, "noise", "sound_event", "noise", 20.0, 2, 3, 2.0, "hum_04", "name"))]
 
+    similar = similar_rows(sae_rows, means, decoders)
     with Catalog.open(run / "catalog.duckdb") as cat:
         cat.upsert(clips)
         cat.upsert([ModelRow(MODEL_NAME, str(model_dir), "Qwen2AudioAdapter", 4, D_MODEL)])
         for rows in (sae_rows, feature_rows, example_rows, lens_rows, summary_rows, enrich_rows, evals, steering,
-                     per_clip, clip_preds, detection, steer):
+                     per_clip, clip_preds, detection, steer, similar):
             cat.upsert(rows)
     return UiRun(root, run / "catalog.duckdb", model_dir, clips_dir, tuple(r.sae_id for r in sae_rows))
+
+
+def similar_rows(saes: list[SaeRow], means: dict[str, torch.Tensor],
+                 decoders: dict[str, torch.Tensor]) -> list[SimilarFeatureRow]:
+    """The similar stage's rows over every clip: 10 decoder neighbours, 3 per SAE of the other layer."""
+    from ard_core.similarity import correlation_neighbours, decoder_neighbours
+    from precompute.similar import neighbour_rows
+
+    rows: list[SimilarFeatureRow] = []
+    for s in saes:
+        listed = set(range(s.d_sae))
+        alive = means[s.sae_id].sum(0) > 0
+        rows += neighbour_rows(s.sae_id, "decoder", s.sae_id, decoder_neighbours(decoders[s.sae_id], 10, alive), listed)
+        for o in saes:
+            if o.layer != s.layer:
+                nb = correlation_neighbours(means[s.sae_id], means[o.sae_id], 3)
+                rows += neighbour_rows(s.sae_id, "activation", o.sae_id, nb, listed)
+    return rows
 
 
 def ui_run_dir(base: Path) -> UiRun:

@@ -35,6 +35,7 @@ from ard_core.catalog.browse import (
     FeaturePage,
     NamedFeature,
     NotFound,
+    SimilarFeature,
 )
 from ard_core.catalog.connect import CatalogError
 from ard_core.catalog.core import Catalog
@@ -70,6 +71,7 @@ from ard_core.catalog.rows import (
     ModelRow,
     SaeMetricRow,
     SaeRow,
+    SimilarFeatureRow,
     SteerabilityRow,
     SteeringResultRow,
 )
@@ -82,8 +84,8 @@ __all__ = [
     "ClipScoreRow", "DetectionRow", "ConceptQuery", "ConceptRow",
     "ConceptsPage", "EnrichmentStat", "EvaluationRow", "FeatureExampleRow", "FeaturePage", "FeatureRef",
     "FeatureRow", "LensEnrichmentRow", "LensScoreRow", "LensSummaryRow", "MethodConceptRow", "MethodScoreRow",
-    "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeMetricRow", "SaeRow", "Session", "SteerabilityRow",
-    "SteerableFeature",
+    "ModelRow", "NamedFeature", "NotFound", "SaeIdParts", "SaeMetricRow", "SaeRow", "Session", "SimilarFeature",
+    "SimilarFeatureRow", "SteerabilityRow", "SteerableFeature",
     "SteeringResultRow",
     "annotations_path_for", "check_rating", "clean_annotator", "control_id", "is_control", "parse_feature_ref",
     "parse_sae_id", "sae_id_for", "session_id_for", "twin_of",

@@ -2,8 +2,9 @@
 
 The app opens the catalog read-only, so annotations live in a sibling DuckDB file,
 ``<catalog stem>.annotations.duckdb`` (:func:`annotations_path_for`).
-:class:`AnnotationStore` is the only code that writes it. It holds one connection
-guarded by a lock, so any number of request threads may submit at once. Every
+:class:`AnnotationStore` is the only code that writes it. It opens the file for each
+operation, under a lock, so any number of request threads may submit at once and two
+app processes on the same file take turns instead of the second failing to start. Every
 write is one committed statement (in DuckDB's WAL when the call returns, so a
 killed process keeps it), and answers are keyed by (session, concept): a repeated
 submit (double click, network retry) finds its row instead of adding one.
@@ -26,13 +27,16 @@ import datetime as dt
 import json
 import re
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
+import duckdb
 import numpy as np
 
-from ard_core.catalog.connect import connect
+from ard_core.catalog.connect import CatalogError, connect
 from ard_core.catalog.refs import FeatureRef, parse_feature_ref
 
 RATING_MIN, RATING_MAX = 0, 5
@@ -120,21 +124,29 @@ class Answer:
         return f"{self.sae_id}/{self.feature}"
 
 
-class AnnotationStore:
-    """The annotations file; safe to share between threads (one connection, one lock)."""
+LOCK_WAIT_S = 10.0
+"""How long an operation waits for another process (a second app on the same file) to let go of it."""
 
-    def __init__(self, path: str | Path) -> None:
+
+class AnnotationStore:
+    """The annotations file; safe to share between threads, and between processes.
+
+    The file is opened for each operation and closed after it (DuckDB lets one process at a
+    time hold a file open for writing): two apps on the same catalog, one for annotators and
+    one for a demo, take turns, each operation waiting up to ``lock_wait_s`` for the other's.
+    Within a process a lock serialises the operations.
+    """
+
+    def __init__(self, path: str | Path, lock_wait_s: float = LOCK_WAIT_S) -> None:
         self.path = Path(path)
-        self._con = connect(self.path, read_only=False, what="the annotations file",
-                            busy_hint="is another app process using it?")
+        self.lock_wait_s = float(lock_wait_s)
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}  # sessions never change once created
-        with self._lock:
-            self._con.execute(_SCHEMA)
+        with self._connection() as con:
+            con.execute(_SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._con.close()
+        """Nothing stays open between operations; kept so the store is a context manager like the catalog."""
 
     def __enter__(self) -> "AnnotationStore":
         return self
@@ -142,9 +154,32 @@ class AnnotationStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The file, open for one operation under this process's lock, closed (and so released) after it."""
         with self._lock:
-            return self._con.execute(sql, list(params)).fetchall()
+            con = self._connect()
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """Open the file, retrying while another process holds it (for at most ``lock_wait_s``)."""
+        deadline, delay = time.monotonic() + self.lock_wait_s, 0.005
+        while True:
+            try:
+                return connect(self.path, read_only=False, what="the annotations file",
+                               busy_hint=f"another process held it for over {self.lock_wait_s:g} s")
+            except CatalogError as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.1)
+
+    def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self._connection() as con:
+            return con.execute(sql, list(params)).fetchall()
 
     # -- sessions ----------------------------------------------------------------------
     def start_or_resume(self, annotator: str, n: int, seed: int, candidates: Sequence[str]) -> Session:
@@ -158,8 +193,8 @@ class AnnotationStore:
         if n < 1:
             raise ValueError(f"a session needs at least 1 concept, got n={n}")
         sid = session_id_for(annotator, seed, n)
-        with self._lock:
-            row = self._con.execute("SELECT * FROM annotation_sessions WHERE session_id = ?", [sid]).fetchone()
+        with self._connection() as con:
+            row = con.execute("SELECT * FROM annotation_sessions WHERE session_id = ?", [sid]).fetchone()
             if row is None:
                 pool = sorted(set(candidates))
                 if not pool:
@@ -168,11 +203,11 @@ class AnnotationStore:
                 refs = [pool[i] for i in order]
                 for r in refs:
                     parse_feature_ref(r)
-                self._con.execute(
+                con.execute(
                     "INSERT INTO annotation_sessions VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [sid, annotator, seed, n, json.dumps(refs), _now()],
                 )
-                row = self._con.execute("SELECT * FROM annotation_sessions WHERE session_id = ?", [sid]).fetchone()
+                row = con.execute("SELECT * FROM annotation_sessions WHERE session_id = ?", [sid]).fetchone()
         if row[1] != annotator:  # 'Ann B' and 'ann-b' share an id; answers must never mix between two people
             raise ValueError(f"the name {annotator!r} resumes session {sid}, which belongs to {row[1]!r}: enter "
                              "that name exactly to resume it, or choose a name that differs in letters or digits")
@@ -221,14 +256,14 @@ class AnnotationStore:
             raise ValueError("write your own label for the concept before revealing its name")
         session = self.session(session_id)
         sae_id, k = self._check_in_session(session, ref)
-        with self._lock:
-            row = self._con.execute(
+        with self._connection() as con:
+            row = con.execute(
                 "INSERT INTO annotation_answers VALUES (?, ?, ?, ?, ?, NULL, ?, NULL) "
                 "ON CONFLICT (session_id, sae_id, feature) DO NOTHING RETURNING *",
                 [session_id, session.annotator, sae_id, k, label, _now()],
             ).fetchone()
             if row is None:
-                row = self._con.execute("SELECT * FROM annotation_answers WHERE session_id = ? AND sae_id = ? "
+                row = con.execute("SELECT * FROM annotation_answers WHERE session_id = ? AND sae_id = ? "
                                         "AND feature = ?", [session_id, sae_id, k]).fetchone()
         if row[4] != label:
             raise ValueError(f"your label for concept {ref} is already saved and its name was revealed; "
@@ -240,8 +275,8 @@ class AnnotationStore:
         rating = check_rating(rating)
         session = self.session(session_id)
         sae_id, k = self._check_in_session(session, ref)
-        with self._lock:
-            row = self._con.execute(
+        with self._connection() as con:
+            row = con.execute(
                 "UPDATE annotation_answers SET rating = ?, rated_at = ? "
                 "WHERE session_id = ? AND sae_id = ? AND feature = ? RETURNING *",
                 [rating, _now(), session_id, sae_id, k],

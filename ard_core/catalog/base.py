@@ -243,6 +243,26 @@ class CatalogBase:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
         )[1])
 
+    def export_parquet(self, folder: str | Path) -> list[Path]:
+        """Every table (and view) of the catalog as ``folder/TABLE.parquet``, one file each, by its key order."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = sorted(r[0] for r in self._fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")[1])
+        out = []
+        for name in names:
+            key = PRIMARY_KEY.get(name)
+            order = f" ORDER BY {', '.join(repr_col(c) for c in key)}" if key else ""
+            path = folder / f"{name}.parquet"
+            con = self.con.cursor() if self.read_only else self.con
+            try:
+                con.execute(f'COPY (SELECT * FROM "{name}"{order}) TO \'{_sql_path(path)}\' (FORMAT parquet)')
+            finally:
+                if con is not self.con:
+                    con.close()
+            out.append(path)
+        return out
+
     def resolve(self, path: str | Path | None) -> Path | None:
         """The existing file or folder a catalog path names: absolute, or relative to the cwd or to the
         folders above the catalog (a run's paths are written relative to where it was run)."""
@@ -268,3 +288,8 @@ class CatalogBase:
 
 def repr_col(name: str) -> str:
     return f'"{name}"'
+
+
+def _sql_path(path: Path) -> str:
+    """A file path as the inside of a SQL string literal."""
+    return str(path.resolve()).replace("'", "''")

@@ -51,8 +51,8 @@ class ConceptQuery:
     """Only this SAE's features; None: every SAE."""
     layer: int | None = None
     """Only features of SAEs at this layer; None: every layer."""
-    min_monosemanticity: float = 0.0
-    """Only features scoring at least this (0: no filter)."""
+    min_monosemanticity: float | None = None
+    """Only features scoring at least this (None: no filter; scores may be negative)."""
     named_only: bool = False
     """Only features the describe stage named."""
     min_steerability: float = 0.0
@@ -81,7 +81,7 @@ class ConceptQuery:
         if self.layer is not None:
             clauses.append("s.layer = ?")
             params.append(int(self.layer))
-        if self.min_monosemanticity and self.min_monosemanticity > 0:
+        if self.min_monosemanticity is not None:
             clauses.append("f.monosemanticity >= ?")
             params.append(float(self.min_monosemanticity))
         if self.named_only:
@@ -185,6 +185,18 @@ class NamedFeature(NamedTuple):
     name: str | None
 
 
+class SimilarFeature(NamedTuple):
+    """One neighbour of a feature, with what the page shows of it."""
+
+    kind: str
+    """'decoder' (same SAE) or 'activation' (another layer's SAE)."""
+    ref: str
+    name: str | None
+    layer: int
+    similarity: float
+    """Decoder cosine ('decoder') or Pearson correlation of clip means ('activation')."""
+
+
 class ClipFile(NamedTuple):
     clip_id: str
     path: Path
@@ -233,6 +245,22 @@ class BrowseReads(CatalogBase):
         feature = FeatureRow(**{f.name: page[f.name] for f in dataclasses.fields(FeatureRow)})
         examples = [FeatureExampleRow("ard", fr.sae_id, fr.feature, **e) for e in page["examples"]]
         return FeaturePage(feature, page["prev_feature"], page["next_feature"], examples)
+
+    def monosemanticity_range(self) -> tuple[float, float] | None:
+        """(lowest, highest) monosemanticity over every scored feature; None when none is scored."""
+        lo, hi = self._fetch("SELECT min(monosemanticity), max(monosemanticity) FROM features")[1][0]
+        return None if lo is None else (float(lo), float(hi))
+
+    def similar_features(self, ref: str | FeatureRef) -> list[SimilarFeature]:
+        """The feature's neighbours (the similar stage): within its SAE by rank, then per other SAE (by layer
+        and expansion) by rank. Empty when the stage has not run."""
+        fr = parse_feature_ref(str(ref))
+        rows = self._fetch(
+            "SELECT n.kind, n.other_sae_id || '/' || CAST(n.other_feature AS VARCHAR), f.name, s.layer, n.similarity "
+            "FROM similar_features n JOIN saes s ON s.sae_id = n.other_sae_id LEFT JOIN features f "
+            "ON f.sae_id = n.other_sae_id AND f.feature = n.other_feature WHERE n.ref = ? "
+            "ORDER BY n.kind = 'activation', s.layer, s.expansion, n.other_sae_id, n.rank", [str(fr)])[1]
+        return [SimilarFeature(*r) for r in rows]
 
     def feature_densities(self, sae_id: str) -> np.ndarray:
         """(features,) density of every listed feature of ``sae_id``, by feature index; NaN where unknown."""

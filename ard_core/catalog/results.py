@@ -7,7 +7,7 @@ Lens and Evaluation tabs draw from them and hold no SQL.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from ard_core.catalog.base import CatalogBase
 from ard_core.catalog.browse import NotFound
@@ -161,6 +161,15 @@ class ResultReads(CatalogBase):
         fr = parse_feature_ref(str(ref))
         return self.rows(SteerabilityRow, "sae_id = ? AND feature = ?", [fr.sae_id, fr.feature],
                          order_by="flip_lower DESC, flip_rate DESC, abs(multiple), track, target")
+
+    def best_steerability(self, refs: Sequence[str]) -> dict[str, SteerabilityRow]:
+        """ref -> its best steerability row (as :meth:`steerability` orders them) for those of ``refs`` measured."""
+        if not refs:
+            return {}
+        frs = [parse_feature_ref(r) for r in refs]
+        rows = self.query("SELECT s.* FROM feature_steerability s JOIN (SELECT unnest(?) AS sae_id, unnest(?) AS "
+                          "feature) r USING (sae_id, feature)", [[f.sae_id for f in frs], [f.feature for f in frs]])
+        return {f"{r['sae_id']}/{r['feature']}": SteerabilityRow(**r) for r in rows}
 
     def steerability_for(self, track: str, target: str) -> list[SteerabilityRow]:
         """Every candidate measured for steering ``track`` to ``target``, best first."""

@@ -271,6 +271,26 @@ class SaeMetricRow:
 
 
 @dataclass
+class SimilarFeatureRow:
+    ref: str
+    """SAE_ID/K of the feature (the lookup key)."""
+    sae_id: str
+    feature: int
+    kind: str
+    """'decoder' (same SAE, cosine of decoder rows) or 'activation' (another layer's SAE, Pearson
+    correlation of clip mean activations over the probing clips)."""
+    other_sae_id: str
+    rank: int
+    """0 = the nearest, per (feature, kind, other SAE)."""
+    other_feature: int
+    similarity: float
+
+    @property
+    def other_ref(self) -> str:
+        return f"{self.other_sae_id}/{self.other_feature}"
+
+
+@dataclass
 class AnnotationRow:
     annotator: str
     session_id: str
@@ -301,6 +321,7 @@ TABLE_OF: dict[type, str] = {
     SteeringResultRow: "steering_results",
     SteerabilityRow: "steerability",
     SaeMetricRow: "sae_metrics",
+    SimilarFeatureRow: "similar_features",
     AnnotationRow: "annotations",
 }
 
@@ -327,5 +348,6 @@ PRIMARY_KEY: dict[str, tuple[str, ...]] = {
     "steering_results": ("mapping", "method", "sae_id", "feature", "value", "judge"),
     "steerability": ("sae_id", "feature", "track", "target"),
     "sae_metrics": ("sae_id", "metric", "split"),
+    "similar_features": ("sae_id", "feature", "kind", "other_sae_id", "rank"),
     "annotations": ("annotator", "session_id", "sae_id", "feature"),
 }

@@ -189,6 +189,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (sae_id, metric, split)
     );
     """,
+    # 8: similar features (the similar stage): per feature its nearest features within its SAE
+    # by decoder cosine (kind 'decoder') and in other layers' SAEs by the correlation of clip
+    # mean activations over the probing clips (kind 'activation'). ``ref`` (SAE_ID/K) is the
+    # feature page's one-column lookup key (see migration 4).
+    """
+    CREATE TABLE similar_features (
+        ref VARCHAR, sae_id VARCHAR, feature INTEGER, kind VARCHAR, other_sae_id VARCHAR, rank INTEGER,
+        other_feature INTEGER, similarity DOUBLE,
+        PRIMARY KEY (sae_id, feature, kind, other_sae_id, rank)
+    );
+    CREATE INDEX similar_features_ref ON similar_features (ref);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

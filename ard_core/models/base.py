@@ -9,6 +9,7 @@ implements it and registering it in ``ard_core.models.ADAPTERS``. See
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -62,3 +63,20 @@ class AudioLLM(Protocol):
 
     def audio_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Bool mask (batch, seq) of the positions that hold audio embeddings."""
+
+    @property
+    def min_audio_samples(self) -> int:
+        """Fewest samples (at ``sampling_rate``) of a clip the model can read; ``prepare`` refuses shorter ones."""
+
+
+def check_clip_length(llm: AudioLLM, n_samples: int, name: str) -> None:
+    """Raise :class:`ard_core.audio.AudioError` when clip ``name`` is too short for ``llm``, giving the minimum."""
+    from ard_core.audio import AudioError
+
+    need = llm.min_audio_samples
+    if n_samples < need:
+        sr = llm.sampling_rate
+        have_ms, need_ms = math.floor(1000 * n_samples / sr), math.ceil(1000 * need / sr)
+        raise AudioError(f"{name} is too short: {have_ms} ms of audio ({n_samples} samples); the model needs at "
+                         f"least {need_ms} ms ({need} samples at {sr} Hz). "
+                         "Upload or record a longer clip")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ard_core.config import ConfigError
-from ard_core.models.qwen2_audio import _short_name, audio_token_id_of, resolve_text_modules
+from ard_core.models.qwen2_audio import _short_name, audio_token_count, audio_token_id_of, resolve_text_modules
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "models"
 """Copies of published models' config files (no weights), one folder per model."""
@@ -70,11 +70,7 @@ class ModelShape(NamedTuple):
     def audio_tokens(self, seconds: float) -> int:
         """Audio positions of a clip of ``seconds``: mel frames, halved by the encoder's stride-2
         convolution and again by its pooling (Qwen2AudioProcessor's count); 25 per second, 750 at 30 s."""
-        samples = min(float(seconds), self.window_s) * self.sampling_rate
-        frames = math.ceil(samples / self.hop_length)
-        if frames <= 0:
-            return 0
-        return (((frames - 1) // 2 + 1) - 2) // 2 + 1
+        return audio_token_count(min(float(seconds), self.window_s) * self.sampling_rate, self.hop_length)
 
 
 def find_config_dir(name_or_path: str) -> Path:

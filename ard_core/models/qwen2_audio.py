@@ -14,12 +14,15 @@ transformers 4.5x and 5.x keep the text decoder at different module paths:
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from ard_core.models.base import check_clip_length
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,22 @@ def _torch_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype not in table:
         raise ValueError(f"dtype {dtype!r} unknown; use one of {sorted(table)} or 'auto'")
     return table[dtype]
+
+
+def audio_token_count(samples: float, hop_length: int) -> int:
+    """Audio positions of a clip of ``samples`` samples: its mel frames, halved by the encoder's stride-2
+    convolution and again by its pooling (Qwen2AudioProcessor's count)."""
+    frames = math.ceil(samples / hop_length)
+    if frames <= 0:
+        return 0
+    return (((frames - 1) // 2 + 1) - 2) // 2 + 1
+
+
+MIN_AUDIO_TOKENS = 2
+"""Fewest audio positions a clip may give. transformers' Qwen2-Audio reads a prompt whose audio
+tokens are never two in a row as an old-style unexpanded prompt and takes another code path,
+which fails in generate() ("'NoneType' object is not subscriptable") and is not the model's
+reading of the clip in a forward pass."""
 
 
 class Qwen2AudioAdapter:
@@ -131,6 +150,17 @@ class Qwen2AudioAdapter:
     def device(self) -> torch.device:
         return self._text.lm_head.weight.device
 
+    @property
+    def min_audio_samples(self) -> int:
+        """Fewest samples a clip needs to give MIN_AUDIO_TOKENS audio positions (961 at 16 kHz: 61 ms)."""
+        hop = int(self.processor.feature_extractor.hop_length)
+        n = hop
+        while audio_token_count(n, hop) < MIN_AUDIO_TOKENS:  # up a frame at a time, then down to the sample
+            n += hop
+        while audio_token_count(n - 1, hop) >= MIN_AUDIO_TOKENS:
+            n -= 1
+        return n
+
     # -- prompts and inputs --------------------------------------------------------
     def build_prompt(self, question: str, assistant_prefix: str | None = None) -> str:
         messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": question}]}]
@@ -144,6 +174,8 @@ class Qwen2AudioAdapter:
     def prepare(self, audios: Sequence[np.ndarray], prompts: Sequence[str]) -> dict:
         if len(audios) != len(prompts):
             raise ValueError(f"{len(audios)} audios but {len(prompts)} prompts")
+        for i, a in enumerate(audios):
+            check_clip_length(self, len(a), f"clip {i} of the batch")
         batch = self.processor(
             text=list(prompts),
             audio=[np.asarray(a, dtype=np.float32) for a in audios],

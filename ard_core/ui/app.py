@@ -2,7 +2,7 @@
 
 ``create_app`` opens the catalog read-only, loads the model once, renders every
 tab (``render``) and wires its events (``listen``). Cross-tab wiring lives here:
-opening a feature from the Concepts table, and the deep links read from the page
+opening a feature from the Concepts table or the Inspect tab, steering the inspected clip, and the deep links read from the page
 request: ``?feature=SAE_ID/K`` (the feature page), ``?tab=lens`` etc., and
 ``?tab=steer&feature=SAE_ID/K&value=V`` (the Steer tab pre-filled, :func:`steer.link_updates`).
 """
@@ -15,15 +15,15 @@ from typing import Any, Callable, NamedTuple
 
 import gradio as gr
 
-from ard_core.ui import annotate, concepts, evaluation, feature, lens, quality, steer
+from ard_core.ui import annotate, concepts, evaluation, feature, inspector, lens, quality, steer
 from ard_core.ui.common import guard
 from ard_core.ui.context import AppContext
 from ard_core.ui.theme import CSS, theme
 
 log = logging.getLogger(__name__)
 
-TABS = {"concepts": "Concepts", "feature": "Feature", "lens": "Lens", "steer": "Steer", "annotate": "Annotate",
-        "evaluation": "Evaluation", "quality": "SAE quality"}
+TABS = {"concepts": "Concepts", "inspect": "Inspect", "feature": "Feature", "lens": "Lens", "steer": "Steer",
+        "annotate": "Annotate", "evaluation": "Evaluation", "quality": "SAE quality"}
 
 
 class App(NamedTuple):
@@ -39,6 +39,22 @@ def header(ctx: AppContext) -> str:
             f"{n.clips:,} clips · {model}")
 
 
+TAB_MODULES = {"concepts": concepts, "inspect": inspector, "feature": feature, "lens": lens, "steer": steer,
+               "annotate": annotate, "evaluation": evaluation, "quality": quality}
+
+
+def render_tabs(ctx: AppContext) -> tuple[gr.Tabs, dict[str, Any]]:
+    """Every tab's widgets, in TABS order (call inside the Blocks)."""
+    widgets: dict[str, Any] = {}
+    with gr.Tabs(selected="concepts", elem_id="ard-tabs") as tabs:
+        for key, label in TABS.items():
+            # render_children: the saved annotator name is filled in on page load, before the tab is opened
+            extra = {"render_children": True} if key == "annotate" else {}
+            with gr.Tab(label, id=key, elem_id=f"tab-{key}", **extra):
+                widgets[key] = TAB_MODULES[key].render(ctx)
+    return tabs, widgets
+
+
 def create_app(catalog_path: str | Path | None = None, model: str | None = None, *, ctx: AppContext | None = None,
                **open_kw: Any) -> App:
     """The app on ``catalog_path`` (or a ready ``ctx``); ``open_kw`` go to :meth:`AppContext.open`."""
@@ -48,22 +64,8 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
         ctx = AppContext.open(catalog_path, model, **open_kw)
     with gr.Blocks(title="AR&D workbench", analytics_enabled=False) as demo:
         gr.Markdown(header(ctx), elem_id="ard-header")
-        with gr.Tabs(selected="concepts", elem_id="ard-tabs") as tabs:
-            with gr.Tab(TABS["concepts"], id="concepts", elem_id="tab-concepts"):
-                cw = concepts.render(ctx)
-            with gr.Tab(TABS["feature"], id="feature", elem_id="tab-feature"):
-                fw = feature.render(ctx)
-            with gr.Tab(TABS["lens"], id="lens", elem_id="tab-lens"):
-                lw = lens.render(ctx)
-            with gr.Tab(TABS["steer"], id="steer", elem_id="tab-steer"):
-                sw = steer.render(ctx)
-            # render_children: the saved annotator name is filled in on page load, before the tab is opened
-            with gr.Tab(TABS["annotate"], id="annotate", elem_id="tab-annotate", render_children=True):
-                aw = annotate.render(ctx)
-            with gr.Tab(TABS["evaluation"], id="evaluation", elem_id="tab-evaluation"):
-                ew = evaluation.render(ctx)
-            with gr.Tab(TABS["quality"], id="quality", elem_id="tab-quality"):
-                qw = quality.render(ctx)
+        tabs, w = render_tabs(ctx)
+        cw, iw, fw, lw, sw, aw, ew, qw = (w[k] for k in TABS)
 
         feature_outs = feature.outputs(fw) + [tabs]
 
@@ -76,7 +78,13 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
             trigger(guard(to_ref), inputs, [fw.ref], api_visibility="private", show_progress="hidden").success(
                 open_ref, [fw.ref], feature_outs, api_visibility="private")
 
+        def steer_clip(trigger: Callable, inputs: list) -> None:
+            """Wire ``trigger`` so that (feature, clip) from ``inputs`` fill the Steer tab, and switch to it."""
+            trigger(guard(lambda ref, audio: steer.clip_link_updates(ctx, ref, audio) + [gr.Tabs(selected="steer")]),
+                    inputs, steer.clip_link_outputs(sw) + [tabs], api_visibility="private")
+
         concepts.listen(ctx, cw, open_feature)
+        inspector.listen(ctx, iw, open_feature, steer_clip)
         feature.listen(ctx, fw)
         lens.listen(ctx, lw)
         steer.listen(ctx, sw)

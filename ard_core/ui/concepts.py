@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from ard_core.catalog import CONCEPT_SORTS, ConceptQuery
@@ -58,17 +59,32 @@ def search_features(ctx: AppContext, q: ConceptQuery) -> ConceptPage:
     return ConceptPage(table, res.total, res.page, res.n_pages, refs)
 
 
+class MonoSlider(NamedTuple):
+    minimum: float
+    maximum: float
+
+
+def mono_slider(ctx: AppContext) -> MonoSlider:
+    """The monosemanticity slider's range: the catalog's scores (they are not a 0-1 share; the demo's run
+    from about -2 to 9), widened to whole tenths; its minimum means no filter."""
+    rng = ctx.catalog.monosemanticity_range() or (0.0, 1.0)
+    lo, hi = np.floor(rng[0] * 10) / 10, np.ceil(rng[1] * 10) / 10
+    return MonoSlider(float(lo), float(max(hi, lo + 0.1)))
+
+
 def query_from_widgets(text, sae, layer, min_mono, named_only, sort, descending, page_size, steers,  # noqa: ANN001
-                       page) -> ConceptQuery:
-    """The widgets' values as a query: 'All' is no filter, and the layer must be a number."""
+                       page, *, mono_floor: float = 0.0) -> ConceptQuery:
+    """The widgets' values as a query: 'All' is no filter, nor is a monosemanticity at or below
+    ``mono_floor`` (the slider's minimum), and the layer must be a number."""
     layer = str(layer or ALL)
     try:
         layer_no = None if layer == ALL else int(layer)
     except ValueError:
         raise UserError(f"layer filter {layer!r} is not a number") from None
     try:
+        mono = None if min_mono is None or float(min_mono) <= mono_floor else float(min_mono)
         return ConceptQuery(text=text or "", sae_id=None if (sae or ALL) == ALL else sae, layer=layer_no,
-                            min_monosemanticity=float(min_mono or 0), named_only=bool(named_only),
+                            min_monosemanticity=mono, named_only=bool(named_only),
                             sort=sort or "rank", descending=bool(descending), page=int(page or 1),
                             page_size=int(page_size or 25), steer_track=None if (steers or ALL) == ALL else steers)
     except ValueError as exc:  # an unknown sort key
@@ -108,7 +124,9 @@ def render(ctx: AppContext) -> ConceptsWidgets:
     with gr.Row():
         sae = gr.Dropdown(saes, value=ALL, label="SAE", scale=2)
         layer = gr.Dropdown(layers, value=ALL, label="Layer", scale=1, min_width=90)
-        min_mono = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Min. monosemanticity", scale=2)
+        mono = mono_slider(ctx)
+        min_mono = gr.Slider(mono.minimum, mono.maximum, value=mono.minimum, step=0.01, label="Min. monosemanticity",
+                             info="the leftmost value shows every feature", scale=2, elem_id="concepts-min-mono")
         sort = gr.Dropdown(list(CONCEPT_SORTS), value="rank", label="Sort by", scale=1, min_width=120)
         with gr.Column(scale=1, min_width=130):
             descending = gr.Checkbox(False, label="Descending")
@@ -132,7 +150,7 @@ def render(ctx: AppContext) -> ConceptsWidgets:
 
 def _run(ctx: AppContext, *values):  # noqa: ANN002, ANN202
     """The handler behind every control: ``values`` are the filters' widgets, then the page."""
-    res = search_features(ctx, query_from_widgets(*values))
+    res = search_features(ctx, query_from_widgets(*values, mono_floor=mono_slider(ctx).minimum))
     return res.table, res.summary, res.page, res.refs
 
 
@@ -142,8 +160,22 @@ def listen(ctx: AppContext, w: ConceptsWidgets, open_feature) -> None:  # noqa: 
     outs = [w.table, w.info, w.page, w.refs]
 
     @guard
-    def first_page(*args):  # noqa: ANN002, ANN202
-        return _run(ctx, *args, 1)
+    def search_features(text: str, sae: str, layer: str, min_monosemanticity: float, named_only: bool, sort: str,
+                        descending: bool, page_size: int, steers: str):  # noqa: ANN202
+        """Search the SAE features by name and description; the first page of matches.
+
+        Args:
+            text: words that must all appear in a feature's name or description, a feature index, or SAE_ID/K
+            sae: only this SAE's features ('All': every SAE)
+            layer: only features of SAEs at this layer ('All': every layer)
+            min_monosemanticity: only features scoring at least this (at or below the lowest score: no filter)
+            named_only: only features the describe stage named
+            sort: rank, monosemanticity, density, layer, feature, name, detection or steerability
+            descending: sort from the largest value down
+            page_size: features per page (at most 500)
+            steers: only features that steer this track ('All': no filter)
+        """
+        return _run(ctx, text, sae, layer, min_monosemanticity, named_only, sort, descending, page_size, steers, 1)
 
     @guard
     def at_page(*args):  # noqa: ANN002, ANN202
@@ -155,11 +187,11 @@ def listen(ctx: AppContext, w: ConceptsWidgets, open_feature) -> None:  # noqa: 
             return _run(ctx, *f, int(page or 1) + delta)
         return go
 
-    w.search.click(first_page, filters, outs, api_name="search_features")
-    w.text.submit(first_page, filters, outs, api_visibility="private")
+    w.search.click(search_features, filters, outs, api_name="search_features")
+    w.text.submit(search_features, filters, outs, api_visibility="private")
     for comp in (w.sae, w.layer, w.named_only, w.sort, w.descending, w.page_size, w.steers):
-        comp.change(first_page, filters, outs, api_visibility="private", show_progress="minimal")
-    w.min_mono.release(first_page, filters, outs, api_visibility="private", show_progress="minimal")
+        comp.change(search_features, filters, outs, api_visibility="private", show_progress="minimal")
+    w.min_mono.release(search_features, filters, outs, api_visibility="private", show_progress="minimal")
     w.page.submit(at_page, filters + [w.page], outs, api_visibility="private")
     w.prev.click(guard(step(-1)), filters + [w.page], outs, api_visibility="private")
     w.next.click(guard(step(+1)), filters + [w.page], outs, api_visibility="private")

@@ -20,11 +20,13 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ard_core.audio import MelSpectrogram, load_audio, log_mel
-from ard_core.catalog import ClipRow, DetectionRow, FeatureExampleRow, FeatureRow, SaeRow, SteerabilityRow
+from ard_core.catalog import (ClipRow, DetectionRow, FeatureExampleRow, FeatureRow, SaeRow, SimilarFeature,
+                              SteerabilityRow)
 from ard_core.traces import Trace, activation_over_time, activation_sample
 from ard_core.ui import plots
 from ard_core.ui.common import fmt_num, guard
 from ard_core.ui.context import AppContext, UserError, parse_ref
+from ard_core.ui.similar import similar_markdown
 
 SPEC_HOP_S = 0.01
 SPEC_MAX_FRAMES = 600
@@ -71,6 +73,8 @@ class FeatureView(NamedTuple):
     """judge -> the feature's detection score (the evaluate stage scores named features)."""
     steer: tuple[SteerabilityRow, ...] = ()
     """Its steerability rows, best first (empty: not measured)."""
+    similar: tuple[SimilarFeature, ...] = ()
+    """Its nearest features (the similar stage; empty: not computed)."""
 
     @property
     def steer_link(self) -> str | None:
@@ -198,7 +202,7 @@ def feature_view(ctx: AppContext, ref: str) -> FeatureView:
     detection = {d.judge: d for d in ctx.catalog.feature_detection(sae.sae_id, fr.feature)}
     return FeatureView(str(fr), row, sae, len(dens), top, bottom, n_top, n_bottom, page.prev_ref, page.next_ref,
                        density_fig, feature_histogram(ctx, sae, fr.feature), detection,
-                       tuple(ctx.catalog.steerability(fr)))
+                       tuple(ctx.catalog.steerability(fr)), tuple(ctx.catalog.similar_features(fr)))
 
 
 def feature_json(ctx: AppContext, ref: str) -> dict[str, Any]:
@@ -217,7 +221,9 @@ def feature_json(ctx: AppContext, ref: str) -> dict[str, Any]:
             "top": [ex(e) for e in v.top], "bottom": [ex(e) for e in v.bottom],
             "prev": v.prev_ref, "next": v.next_ref,
             "steerability": [{"track": r.track, "target": r.target, "value": r.value, "flipped": r.flipped, "n": r.n}
-                             for r in v.steer]}
+                             for r in v.steer],
+            "similar": [{"kind": r.kind, "ref": r.ref, "name": r.name, "layer": r.layer, "similarity": r.similarity}
+                        for r in v.similar]}
 
 
 # -- widgets ------------------------------------------------------------------------------------
@@ -245,6 +251,7 @@ class FeatureWidgets:
     top: list[Card]
     bottom_title: gr.Markdown
     bottom: list[Card]
+    similar: gr.Markdown
 
 
 def _cards(n: int, prefix: str) -> list[Card]:
@@ -281,8 +288,9 @@ def render(ctx: AppContext) -> FeatureWidgets:
     top = _cards(ctx.max_examples, "top-clip")
     bottom_title = gr.Markdown("### Bottom clips")
     bottom = _cards(ctx.max_examples, "bottom-clip")
+    similar = gr.Markdown(elem_id="feature-similar")
     return FeatureWidgets(ref, open_, prev, nxt, header, scores, steers, steer_btn, density, hist, top_title, top,
-                          bottom_title, bottom)
+                          bottom_title, bottom, similar)
 
 
 def outputs(w: FeatureWidgets) -> list[gr.components.Component]:
@@ -290,7 +298,7 @@ def outputs(w: FeatureWidgets) -> list[gr.components.Component]:
                  w.bottom_title]
     for c in w.top + w.bottom:
         out += [c.box, c.text, c.audio, c.plot]
-    return out
+    return out + [w.similar]
 
 
 def show(ctx: AppContext, ref: str) -> list[Any]:
@@ -308,8 +316,7 @@ def show(ctx: AppContext, ref: str) -> list[Any]:
         v.density_fig, v.hist_fig,
         f"### Top clips — the {len(v.top)} most representative (highest r = μ × c)"
         + (f", of {v.n_top}" if v.n_top > p else ""),
-        f"### Bottom clips — the {len(v.bottom)} least representative among clips where it fires"
-        + (f", of {v.n_bottom}" if v.n_bottom > p else ""),
+        bottom_title(v.bottom, v.n_bottom, p),
     ]
     for examples in (v.top, v.bottom):
         for i in range(p):
@@ -318,7 +325,18 @@ def show(ctx: AppContext, ref: str) -> list[Any]:
                 ups += [gr.Column(visible=True), e.markdown, e.audio_path, e.figure]
             else:
                 ups += [gr.Column(visible=False), "", None, None]
-    return ups
+    return ups + [similar_markdown(v.similar)]
+
+
+def bottom_title(bottom: list[ExampleView], n_bottom: int, shown_max: int) -> str:
+    """What the bottom clips are: the lowest r over every probing clip (mostly clips where the feature is
+    silent), the contrast set monosemanticity compares the top clips with; says how many are silent."""
+    silent = sum(e.mean_act == 0 for e in bottom)
+    what = (f"it does not fire at all on {'any' if silent == len(bottom) else silent} of them (μ = 0)" if silent
+            else "it fires weakly on each")
+    return (f"### Bottom clips — the {len(bottom)} least representative probing clips (lowest r)"
+            + (f", of {n_bottom}" if n_bottom > shown_max else "")
+            + f"  \n<small>The contrast set its monosemanticity is measured against; {what}.</small>")
 
 
 def step(ctx: AppContext, ref: str, delta: int) -> str:

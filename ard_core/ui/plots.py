@@ -17,6 +17,7 @@ PALETTE = ["#4f46e5", "#0891b2", "#d97706", "#dc2626", "#059669", "#7c3aed", "#d
 ORIGINAL, STEERED = "#64748b", "#4f46e5"
 MAGMA = [[i / (len(plotly.colors.sequential.Magma) - 1), c] for i, c in enumerate(plotly.colors.sequential.Magma)]
 """plotly.js knows no 'Magma'; plotly.py's validation expands the name into this list."""
+BLUES = [[i / (len(plotly.colors.sequential.Blues) - 1), c] for i, c in enumerate(plotly.colors.sequential.Blues)]
 
 
 def _base(title: str = "", height: int = 320) -> dict[str, Any]:
@@ -135,6 +136,42 @@ def clip_activation_figure(spec_db: np.ndarray, hop_s: float, times: np.ndarray,
         xaxis2=dict(anchor="y2", domain=[0.0, 1.0], range=[0, duration], title=dict(text="time (s)")),
         yaxis=dict(anchor="x", domain=[0.424, 1.0], visible=False),
         yaxis2=dict(anchor="x2", domain=[0.0, 0.384], range=[0, 1.05 * top], title=dict(text="act")),
+    )
+
+
+def inspect_figure(spec_db: np.ndarray, hop_s: float, duration: float, times: np.ndarray, acts: np.ndarray,
+                   labels: Sequence[str], hover: Sequence[str], scale: Sequence[float]) -> go.Figure:
+    """A clip's mel spectrogram (top) over a features x time heat map (bottom), on one time axis.
+
+    ``acts`` (F, T) are the features' activations per audio token starting at ``times``; each row is
+    coloured relative to ``scale`` (its largest activation in the corpus) so rows compare; ``labels``
+    (may hold links) name the rows top to bottom, ``hover`` says what a cell is.
+    """
+    n_mels, n_frames = spec_db.shape
+    z = np.clip(np.rint(spec_db - (spec_db.max() if spec_db.size else 0.0) + 80.0), 0, 80).astype(np.uint8)
+    data = [dict(type="heatmap", z=z, zmin=0, zmax=80, x=((np.arange(n_frames) + 0.5) * hop_s).astype(np.float32),
+                 y=np.arange(n_mels), colorscale=MAGMA, showscale=False, xaxis="x", yaxis="y",
+                 hovertemplate="t=%{x:.2f}s mel=%{y}<extra></extra>")]
+    n = len(labels)
+    if n:
+        a = np.asarray(acts, dtype=np.float64)
+        rel = a / np.maximum(np.asarray(scale, dtype=np.float64), 1e-9)[:, None]
+        step = times[1] - times[0] if len(times) > 1 else duration
+        text = [[f"{h}<br>t={t:.2f}s act={v:.3f}" for t, v in zip(times, row)] for h, row in zip(hover, a)]
+        data.append(dict(type="heatmap", z=np.round(rel, 3), x=np.asarray(times) + step / 2, y=list(range(n)),
+                         zmin=0, zmax=1, colorscale=BLUES, xaxis="x2", yaxis="y2", text=text,
+                         hovertemplate="%{text}<extra></extra>",
+                         colorbar=dict(title=dict(text="act / max", side="right"), thickness=10, len=0.55, y=0.3)))
+    spec_h, row_h = 150, 26
+    height = 60 + spec_h + max(n, 2) * row_h
+    split = 1 - spec_h / (height - 60)
+    return _figure(
+        data, height=height, showlegend=False, margin=dict(l=230, r=20, t=10, b=45),
+        xaxis=dict(anchor="y", domain=[0.0, 1.0], matches="x2", showticklabels=False, range=[0, duration]),
+        xaxis2=dict(anchor="y2", domain=[0.0, 1.0], range=[0, duration], title=dict(text="time (s)")),
+        yaxis=dict(anchor="x", domain=[split + 0.02, 1.0], visible=False),
+        yaxis2=dict(anchor="x2", domain=[0.0, split - 0.02], tickmode="array", tickvals=list(range(n)),
+                    ticktext=list(labels), autorange="reversed", automargin=True),
     )
 
 

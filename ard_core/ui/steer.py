@@ -146,6 +146,7 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
               positions: Sequence[str] = ("audio", "prompt", "generated"), max_new_tokens: int = 24) -> SteerView:
     """Original vs steered generation of the loaded model on one clip."""
     from ard_core.audio import load_upload
+    from ard_core.models.base import check_clip_length
     from ard_core.prompts import label_token_ids
     from ard_core.steering import steer
 
@@ -155,6 +156,7 @@ def run_steer(ctx: AppContext, audio_path: str | None, question: str, prefix: st
     req = check_request(audio_path, question, prefix, labels, refs, values, mode, positions, max_new_tokens)
     specs = steer_specs(ctx, req.refs, req.values, mode)
     clip = load_upload(audio_path, sr=llm.sampling_rate, limits=ctx.audio_limits)
+    check_clip_length(llm, clip.audio.size, f"'{clip.file.name}'")
     prompt = llm.build_prompt(question or "", prefix or None)
     if req.labels:
         try:
@@ -268,6 +270,20 @@ def link_updates(ctx: AppContext, ref: str, value: object | None) -> list[Any]:
     p = prefill(ctx, ref, value)
     clip = gr.Dropdown(choices=clip_choices(ctx, p.clip_id), value=p.clip_id) if p.clip_id else gr.skip()
     return [clip, p.preset if p.preset else gr.skip(), [p.ref], {} if p.value is None else {p.ref: p.value}]
+
+
+def clip_link_outputs(w: SteerWidgets) -> list[Any]:
+    """The widgets :func:`clip_link_updates` fills."""
+    return [w.audio, w.clip, w.preset, w.features, w.pending]
+
+
+def clip_link_updates(ctx: AppContext, ref: str, audio_path: str | None) -> list[Any]:
+    """Updates for :func:`clip_link_outputs`: steer ``ref`` on the user's own clip ("steer this" on the Inspect
+    tab), with the preset and value of its best steerability row where measured."""
+    if not audio_path:
+        raise UserError("give the clip to steer first")
+    p = prefill(ctx, ref, None)
+    return [audio_path, None, p.preset if p.preset else gr.skip(), [p.ref], {}]
 
 
 def listen(ctx: AppContext, w: SteerWidgets) -> None:

@@ -97,12 +97,18 @@ def run_seed(config: Path) -> None:
         durable.write_text(done, digest + "\n")
 
 
+STEERING_CHOICE = "chosen-on-probe"
+"""The sae_id of Table 3's rows over seeds: each seed's run chooses its own (SAE, feature, value) on probe."""
+
+
 def aggregate(per_seed: Sequence[Sequence[EvaluationRow]]) -> list[EvaluationRow]:
     """Mean and sample std over seeds of every figure present in all of them (protocol 'seeds')."""
     values: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for rows in per_seed:
         for r in rows:
-            values[(r.table_name, r.method, r.sae_id, r.metric)].append(r.value)
+            # Table 3's figure is each seed's choice on probe, whichever layer's SAE it came from
+            sae_id = STEERING_CHOICE if r.table_name == "steering" else r.sae_id
+            values[(r.table_name, r.method, sae_id, r.metric)].append(r.value)
     out = []
     for (table, method, sae_id, metric), vals in sorted(values.items()):
         if len(vals) == len(per_seed):

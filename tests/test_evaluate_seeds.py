@@ -30,6 +30,11 @@ def test_aggregate_is_the_mean_and_sample_std_over_seeds():
     assert (f1.value, f1.std, f1.protocol, f1.n) == (pytest.approx(0.3), pytest.approx(np.std([0.2, 0.4], ddof=1)),
                                                      "seeds", 2)
     assert rows[("table4", "ard")].value == pytest.approx(4.0)
+    # Table 3: each seed's run chooses its own layer's SAE on probe; the figure is the chosen one's, whichever it is
+    steer = aggregate([[EvaluationRow("steering", "ard", "m-l1-e4", "male->female", 0.9, 0.1, "run")],
+                       [EvaluationRow("steering", "ard", "m-l4-e8", "male->female", 1.0, 0.0, "run")]])
+    assert [(r.sae_id, r.metric, r.n) for r in steer] == [("chosen-on-probe", "male->female", 2)]
+    assert steer[0].value == pytest.approx(0.95)
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

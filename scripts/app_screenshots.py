@@ -4,7 +4,7 @@
 
 Starts ``app.py`` on the catalog (with a throw-away annotations file), drives it with
 Playwright in headless Debian chromium, and writes concepts.png, feature.png, lens.png,
-steer.png, annotate.png and evaluation.png.
+steer.png, annotate.png, evaluation.png, quality.png and inspect.png.
 """
 
 from __future__ import annotations
@@ -122,6 +122,20 @@ def main() -> int:
                 page.get_by_role("tab", name="Evaluation").click()
                 page.wait_for_timeout(1000)
                 page.screenshot(path=str(args.out / "evaluation.png"), full_page=True)
+
+                page.get_by_role("tab", name="SAE quality").click()
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(args.out / "quality.png"), full_page=True)
+
+                page.get_by_role("tab", name="Inspect").click()
+                if page.locator("#inspect-run").is_enabled():
+                    page.locator("#inspect-clip input").click()
+                    page.get_by_role("option").first.click()
+                    page.keyboard.press("Escape")
+                    page.locator("#inspect-run").click()
+                    expect(page.locator("#inspect-heatmap .js-plotly-plot").first).to_be_visible(timeout=SLOW)
+                    page.wait_for_timeout(1500)
+                page.screenshot(path=str(args.out / "inspect.png"), full_page=True)
                 browser.close()
         finally:
             proc.terminate()

@@ -106,7 +106,8 @@ def render(ctx: AppContext) -> QualityWidgets:
     with gr.Row():
         positions = gr.Radio([(v, k) for k, v in POSITIONS.items()], value="audio", label="Spliced at",
                              elem_id="quality-positions")
-        sort_by = gr.Dropdown([""] + list(first.columns[4:]), value="", label="Sort by", elem_id="quality-sort")
+        sort_by = gr.Dropdown([("layer order", "")] + [(c, c) for c in first.columns[4:]], value="", label="Sort by",
+                              elem_id="quality-sort")
         descending = gr.Checkbox(True, label="Highest first", elem_id="quality-descending")
     table = gr.Dataframe(first, interactive=False, wrap=True, elem_id="quality-table")
     return QualityWidgets(positions, sort_by, descending, table)

@@ -65,7 +65,8 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
     with gr.Blocks(title="AR&D workbench", analytics_enabled=False) as demo:
         gr.Markdown(header(ctx), elem_id="ard-header")
         tabs, w = render_tabs(ctx)
-        cw, iw, fw, lw, sw, aw, ew, qw = (w[k] for k in TABS)
+        cw, iw, fw, lw, sw, aw, ew, qw = (w[k] for k in ("concepts", "inspect", "feature", "lens", "steer",
+                                                          "annotate", "evaluation", "quality"))
 
         feature_outs = feature.outputs(fw) + [tabs]
 

@@ -18,7 +18,7 @@ from ard_core.catalog import EvaluationRow, SaeRow
 from ard_core.clip_eval import ClipResult
 from ard_core.evaluation import EmbedFn, Reference, cosine_matrix, match_concepts
 from ard_core.spread import bootstrap
-from precompute.markdown import GAPS, METHOD_ORDER
+from ard_core.tables import GAPS, METHOD_ORDER
 
 if TYPE_CHECKING:
     from precompute.evaluate import Candidates

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ard_core import tables
 from ard_core.catalog import LensEnrichmentRow, LensSummaryRow
 from ard_core.durable import atomic_path, write_text
 from ard_core.lens import information_scores
@@ -18,20 +19,7 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 
 def table2(summary: Sequence[LensSummaryRow]) -> str:
-    fmts = sorted({s.prompt_format for s in summary})
-    tracks = list(dict.fromkeys(s.track for s in summary))
-    by = {(s.track, s.prompt_format): s for s in summary}
-    head = "| track | |Y| | n | " + " | ".join(f"{f} acc | {f} crit. layer" for f in fmts) + " |"
-    sep = "|---|---|---|" + "---|---|" * len(fmts)
-    lines = [head, sep]
-    for t in tracks:
-        first = next(s for s in summary if s.track == t)
-        cells = []
-        for f in fmts:
-            s = by.get((t, f))
-            cells += [_fmt(100 * s.accuracy, 1) if s else "-", _fmt(s.critical_layer) if s else "-"]
-        lines.append(f"| {t} | {first.n_labels} | {first.n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(tables.lens_table2(summary).markdown())
 
 
 def enrichment_table(rows: Sequence[LensEnrichmentRow]) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -184,17 +185,45 @@ def test_lens_curves_and_tables_come_from_the_catalog(ctx: AppContext, run: UiRu
         lens.info_curves(ctx, "tiny-random", "gender", ["P1"], ["middle"], ["all"])
 
 
-def test_evaluation_tables_pivot_the_long_rows(ctx: AppContext) -> None:
-    assert evaluation.table_names(ctx) == ["table1", "table3", "table4"]
-    t1 = evaluation.evaluation_table(ctx, "table1")
-    assert list(t1.columns) == ["method", "SAE / model", "precision", "recall", "f1", "mAP"]
-    assert list(t1["method"])[:2] == ["ard", "ard"] and list(t1["method"])[-1] == "poly"
-    t4 = evaluation.evaluation_table(ctx, "table4")
-    assert t4.iloc[0]["monosemanticity"] == "0.800 ± 0.050"
+def test_evaluation_tab_shows_the_papers_tables_with_their_spread(ctx: AppContext) -> None:
+    got = {t.key: t for t in evaluation.tables(ctx)}
+    assert list(got) == ["table1", "table1_gap", "table4", "steering", "lens_table2", "lens_table3"]
+    t1 = evaluation.table_frame(got["table1"])
+    assert list(t1.columns) == ["Method", "MS", "Precision", "Recall", "F1", "mAP"]
+    # methods in the paper's order (Poly. first, AR&D last), each figure with its bootstrap std
+    assert list(t1["Method"]) == ["Poly. Feats.", "Rand. Rep.", "Mean Act.", "Coverage", "AR&D"]
+    ard = t1.set_index("Method").loc["AR&D"]
+    assert ard["F1"] == "0.55 ± 0.02" and ard["MS"] == "8.00" and ard["mAP"] == "0.40 ± 0.02"
+    assert t1.set_index("Method").loc["Rand. Rep.", "MS"] == "6.50 ± 0.10"
+    gap = evaluation.table_frame(got["table1_gap"]).iloc[0]
+    assert gap.iloc[0] == "AR&D - Rand. Rep." and gap["F1"] == "0.24 ± 0.03 [0.18, 0.30]"
+    t4 = evaluation.table_frame(got["table4"])  # method / expansion x layer
+    assert list(t4.columns) == ["Method", "e", "layer 1", "layer 2"]
+    assert t4.values.tolist() == [["Poly. Feats.", "-", "6.00", "6.00"], ["AR&D", "4", "8.00", "9.00"]]
+    t3 = evaluation.table_frame(got["steering"])  # method x mapping
+    assert t3.values.tolist() == [["Poly. Feats.", "0.00 ± 0.00 (n=4)"], ["AR&D", "0.75 ± 0.20 (n=4)"]]
+    lens2 = evaluation.table_frame(got["lens_table2"])
+    assert list(lens2.columns)[:5] == ["track", "|Y|", "n", "P1 acc", "P1 crit. layer"]
+    assert lens2.iloc[0]["P1 acc"] == "90.0"
+    assert evaluation.table_frame(got["lens_table3"]).iloc[0].tolist() == ["tiny-random", "6", "0.42", "0.030"]
     steer = evaluation.steering_table(ctx)
     assert list(steer["method"]) == ["ard", "ard", "poly", "poly"] and list(steer["layer"]) == [1, 2, 1, 2]
     assert list(steer["best"]) == ["yes", "", "yes", ""]
     assert list(steer["sensitivity"])[:2] == [0.75, 0.25] and list(steer["sensitivity (all)"])[0] == 0.5
+
+
+def test_every_evaluation_table_downloads_as_numeric_csv(ctx: AppContext, tmp_path: Path) -> None:
+    for t in evaluation.tables(ctx):
+        path = evaluation.table_csv(t, tmp_path)
+        frame = pd.read_csv(path, keep_default_na=False)
+        assert list(frame.columns)[: len(t.header())][: len(t.index)] == t.index
+        assert len(frame) == len(t)
+    t1 = pd.read_csv(tmp_path / "table1.csv").set_index("Method")
+    assert {"F1", "F1 std", "F1 ci_low", "F1 ci_high", "F1 n", "MS", "MS std"} <= set(t1.columns)
+    assert t1.loc["AR&D", "F1"] == pytest.approx(0.55) and t1.loc["AR&D", "F1 ci_high"] == pytest.approx(0.59)
+    assert t1.loc["AR&D", "F1 n"] == 12 and np.isnan(t1.loc["AR&D", "MS std"])
+    t4 = pd.read_csv(tmp_path / "table4.csv")
+    assert t4["layer 2"].tolist() == [6.0, 9.0]
 
 
 def test_per_clip_view_shows_labels_predictions_and_matches(ctx: AppContext) -> None:

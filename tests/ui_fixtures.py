@@ -234,16 +234,28 @@ def build_ui_run(root: Path) -> UiRun:
             enrich_rows.append(LensEnrichmentRow(MODEL_NAME, "sound_event", "random_layer", lam, s, None,
                                                  0.5 + 0.05 * lam - 0.02 * s, 16))
 
+    # evaluations in the shapes the stages write (precompute/evaluate_tables.py per_clip_rows and table4_rows,
+    # precompute/steer_eval.py's spreads, precompute/lens.py's Pearson rows)
+    t1 = sae_id_for(MODEL_NAME, LAYERS[-1], EXPANSION)
     evals = []
     for m_i, method in enumerate(("ard", "mean_act", "coverage", "random", "poly")):
-        for sae_id in (sae_id_for(MODEL_NAME, layer, EXPANSION) for layer in LAYERS):
-            for metric, base in (("precision", 0.6), ("recall", 0.5), ("f1", 0.55), ("mAP", 0.4)):
-                evals.append(EvaluationRow("table1", method, sae_id, metric, base - 0.08 * m_i, None))
-            evals.append(EvaluationRow("table4", method, sae_id, "monosemanticity", 0.8 - 0.1 * m_i, 0.05))
+        for metric, base in (("precision", 0.6), ("recall", 0.5), ("f1", 0.55), ("map", 0.4)):
+            v = base - 0.08 * m_i
+            evals.append(EvaluationRow("table1", method, t1, metric, v, 0.02, "per_clip", v - 0.04, v + 0.04, 12))
+        evals.append(EvaluationRow("table1", method, t1, "ms", 8.0 - 0.5 * m_i, 0.1 if method == "random" else None,
+                                   "per_clip", n=3 if method == "random" else None))
+    evals += [EvaluationRow("table1_gap", "ard-random", t1, m, 0.24, 0.03, "per_clip", 0.18, 0.30, 12)
+              for m in ("f1", "map")]
+    for layer in LAYERS:
+        sid = sae_id_for(MODEL_NAME, layer, EXPANSION)
+        evals += [EvaluationRow("table4", "ard", sid, "ms", 7.0 + layer, None),
+                  EvaluationRow("table4", "poly", sid, "ms", 6.0, None)]
+    evals += [EvaluationRow("steering", "ard", sae_id_for(MODEL_NAME, 1, EXPANSION), "female->male", 0.75, 0.2,
+                            "run", 0.25, 1.0, 4),
+              EvaluationRow("steering", "poly", f"{MODEL_NAME}-l1-raw", "female->male", 0.0, 0.0, "run", 0.0, 0.0, 4)]
     evals += [EvaluationRow("table3", "pearson", MODEL_NAME, "r", 0.42, None),
               EvaluationRow("table3", "pearson", MODEL_NAME, "p_value", 0.03, None)]
     # the per-clip view of one test clip and detection scores of the planted features
-    t1 = sae_id_for(MODEL_NAME, LAYERS[-1], EXPANSION)
     tc = next(c for c in clips if c.split == "test")
     kind = tc.clip_id.rsplit("_", 1)[0]
     per_clip = [ClipScoreRow(t1, "ard", 0, tc.clip_id, 2, 1, 0.5, 1.0, 2 / 3, 1.0),

@@ -94,6 +94,8 @@ class AppContext:
     """SAE id -> its activation sample (ard_core.traces) for the activation histogram."""
     densities: LruCache = field(default_factory=lambda: LruCache(16), repr=False)
     """SAE id -> every listed feature's density (the catalog is read-only, so they never change)."""
+    tables: LruCache = field(default_factory=lambda: LruCache(4), repr=False)
+    """'evaluation' -> the paper's tables built from the catalog (read-only, so built once)."""
     _sae_cache: dict = field(default_factory=dict, repr=False)
     _clap: Any = field(default=None, repr=False)
     _bert: Any = field(default=None, repr=False)

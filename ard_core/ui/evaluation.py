@@ -6,7 +6,9 @@ table, and Table 2 from the annotations file.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
@@ -14,77 +16,35 @@ import numpy as np
 import pandas as pd
 
 from ard_core.catalog import NotFound
+from ard_core.tables import Table, catalog_tables
 from ard_core.ui.common import guard, note
 from ard_core.ui.context import AppContext, UserError
 
-TITLES = {
-    "table1": "Table 1 — concept naming against reference concepts (Hungarian matching)",
-    "table1/per_clip": "Table 1 — per clip: the m most active named features vs the clip's label phrases "
-                       "(mean ± bootstrap std over test clips; Rand. Rep. ± std over seeds)",
-    "table1_gap/per_clip": "Table 1 — paired per-clip gaps between methods (± bootstrap std)",
-    "table1/vocabulary": "Table 1, vocabulary coverage — every name vs one reference per label, one global matching",
-    "table1/seeds": "Table 1 over SAE seeds (mean ± std; `evaluate --seeds`)",
-    "table3": "AudioLens Table III — critical layer vs accuracy",
-    "table4": "Table 4 — monosemanticity by representative-clip method",
-    "table4/seeds": "Table 4 over SAE seeds (mean ± std)",
-    "steering": "Table 3 — steering sensitivity, best multiple (± bootstrap std over source samples)",
-    "steering/seeds": "Table 3 over SAE seeds (mean ± std)",
-    "reference_check/per_clip": "Embedder check — share of distinct-reference pairs at least gamma similar "
-                                "(high: names cannot be told right from wrong)",
-    "track_match/vocabulary": "Named AR&D concepts matching a label of each track",
-}
-ORDER = ["table1", "table1_gap", "reference_check", "table3", "table4", "steering", "track_match"]
-"""The order of the tab's tables; others follow by name."""
-SINGLE = ("run", "per_clip")
-"""Protocols shown under the table's own name (its main reading)."""
-METHOD_ORDER = ["ard", "mean_act", "coverage", "random", "poly"]
-METRIC_ORDER = ["precision", "recall", "f1", "mAP", "map", "monosemanticity", "r", "p_value"]
+STEERING_TITLE = ("Table 3 per layer: each method's (feature, value) chosen on probe at every layer, its probe flip "
+                  "rate and its test sensitivity over the movable and over all source samples (best = Table 3's layer)")
 
 
-def _cell(value: float | None, std: float | None) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "–"
-    s = f"{value:.3f}"
-    if std is not None and not np.isnan(std):
-        s += f" ± {std:.3f}"
-    return s
+def tables(ctx: AppContext) -> list[Table]:
+    """The paper's tables this catalog has rows for (:func:`ard_core.tables.catalog_tables`), built once."""
+    return ctx.tables.get("evaluation", lambda: catalog_tables(ctx.catalog))
 
 
-def table_names(ctx: AppContext) -> list[str]:
-    """The catalog's evaluation tables in :data:`ORDER`, then the others by name."""
-    return sorted(ctx.catalog.evaluation_tables(), key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+def table_frame(table: Table) -> pd.DataFrame:
+    """A table as shown: label columns, then each figure as 'value ± std' ('-' where it has none)."""
+    return pd.DataFrame(table.cells(pm="±"), columns=table.header())
 
 
-def sections(ctx: AppContext) -> list[tuple[str, str]]:
-    """(key, title) of every (table, protocol) with rows: key 'table1/per_clip', or the table's name for 'run'."""
-    out = []
-    for name in table_names(ctx):
-        for protocol in sorted(ctx.catalog.evaluation_protocols(name), key=lambda p: (p not in SINGLE, p)):
-            key = name if protocol == "run" else f"{name}/{protocol}"
-            out.append((key, TITLES.get(key, TITLES.get(name, key) + f" ({protocol})")))
-    return out
+def table_csv(table: Table, folder: Path) -> Path:
+    """Write ``folder/KEY.csv``: the numeric form of the table (each figure's value, std, interval and n in
+    columns of their own), for the Evaluation tab's downloads."""
+    header, records = table.records()
+    return write_csv(folder / f"{table.key}.csv", pd.DataFrame(records, columns=header))
 
 
-def evaluation_table(ctx: AppContext, table_name: str, protocol: str | None = None) -> pd.DataFrame:
-    """One row per (method, SAE/model), one column per metric, cells 'value ± std'; ``table_name`` may be
-    'TABLE/PROTOCOL' (else every protocol's rows)."""
-    if "/" in table_name:
-        table_name, protocol = table_name.split("/", 1)
-    rows = ctx.catalog.evaluation_rows(table_name, protocol=protocol)
-    if not rows:
-        return pd.DataFrame(columns=["method", "SAE / model"])
-    seen = sorted({r.metric for r in rows})
-    metrics = [m for m in METRIC_ORDER if m in seen] + [m for m in seen if m not in METRIC_ORDER]
-    cells: dict[tuple[str, str], dict[str, str]] = {}
-    for r in rows:
-        cells.setdefault((r.method, r.sae_id), {})[r.metric] = _cell(r.value, r.std)
-
-    def order(key: tuple[str, str]) -> tuple:
-        m = key[0].split(":")[0]
-        return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), key[0], key[1])
-
-    data = [[m, s] + [c.get(metric, "–") for metric in metrics] for (m, s), c in sorted(cells.items(), key=lambda kv: order(kv[0]))]
-    return pd.DataFrame(data, columns=["method", "SAE / model"] + metrics)
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
 
 
 def steering_table(ctx: AppContext) -> pd.DataFrame:
@@ -165,41 +125,54 @@ def _render_clip_view(ctx: AppContext) -> tuple:
     return choice, header, audio, scores, preds
 
 
-def render(ctx: AppContext) -> EvaluationWidgets:
-    from ard_core.ui.annotate import summary_markdown, summary_table
+def _table_block(title: str, frame: pd.DataFrame, csv: Path, elem_id: str) -> None:
+    gr.Markdown(f"#### {title}")
+    gr.Dataframe(frame, interactive=False, wrap=True, elem_id=elem_id)
+    gr.DownloadButton("CSV", value=str(csv), size="sm", elem_id=f"{elem_id}-csv")
 
-    keys = sections(ctx)
-    if not keys:
+
+def render(ctx: AppContext) -> EvaluationWidgets:
+    folder = Path(tempfile.mkdtemp(prefix="ard-tables-"))
+    shown = tables(ctx)
+    if not shown:
         gr.Markdown(note("No evaluation rows in this catalog yet: the evaluate and lens stages write them.", "warn"))
-    shown: set[str] = set()
-    for key, title in keys:
-        name = key.split("/")[0]
-        elem = f"eval-{name}" if name not in shown else "eval-" + key.replace("/", "-")  # the main reading first
-        shown.add(name)
-        gr.Markdown(f"#### {title}")
-        gr.Dataframe(evaluation_table(ctx, key if "/" in key else key + "/run"), interactive=False, wrap=True,
-                     elem_id=elem)
+    for t in shown:
+        _table_block(t.title, table_frame(t), table_csv(t, folder), f"eval-{t.key}")
+    steer = steering_table(ctx)
+    if len(steer):
+        _table_block(STEERING_TITLE, steer, write_csv(folder / "steering_per_layer.csv", steer), "eval-steering-layers")
+    else:
+        gr.Markdown(note("No steering evaluation yet: run `python -m precompute steer-eval`.", "info"))
     clip_widgets = _render_clip_view(ctx)
     gr.Markdown("#### Table 2 — human evaluation of concept names (from the Annotate tab)")
     with gr.Row():
-        # callables: recomputed on every page load, so new annotations show without a restart
-        human = gr.Markdown(guard(lambda: summary_markdown(ctx)))
+        human = gr.Markdown("No annotations yet.")  # filled on every page load (listen)
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
-    human_table = gr.Dataframe(guard(lambda: summary_table(ctx)), interactive=False)
-    gr.Markdown("#### Steering (Table 3) — each method's feature and value chosen on probe, its sensitivity on test")
-    steer = steering_table(ctx)
-    if len(steer):
-        gr.Dataframe(steer, interactive=False, elem_id="eval-steering")
-    else:
-        gr.Markdown(note("No steering evaluation yet: run `python -m precompute steer-eval`.", "info"))
+    human_table = gr.Dataframe(interactive=False)
     return EvaluationWidgets(refresh, human, human_table, *clip_widgets)
 
 
-def listen(ctx: AppContext, w: EvaluationWidgets) -> None:
+def listen(ctx: AppContext, w: EvaluationWidgets, demo: gr.Blocks) -> None:
     from ard_core.ui.annotate import summary_markdown, summary_table
 
-    w.refresh.click(guard(lambda: (summary_markdown(ctx), summary_table(ctx))), None, [w.human, w.human_table],
-                    api_visibility="private")
+    @guard
+    def human() -> tuple[str, pd.DataFrame]:
+        return summary_markdown(ctx), summary_table(ctx)
+
+    # on every page load and on Refresh, so new annotations show without a restart
+    demo.load(human, None, [w.human, w.human_table], api_visibility="private")
+    w.refresh.click(human, None, [w.human, w.human_table], api_visibility="private")
     if w.clip is not None:
-        w.clip.change(guard(lambda clip_id: tuple(clip_view(ctx, clip_id))), [w.clip],
-                      [w.clip_header, w.clip_audio, w.clip_scores, w.clip_predictions], api_name="clip_view")
+
+        def clip_view_api(clip_id: str) -> tuple:
+            """One evaluated test clip: its labels (markdown), audio, per-method scores and the named
+            features that fire on it with the reference each matched.
+
+            Args:
+                clip_id: a clip id listed in the Evaluation tab's test-clip menu
+            """
+            return tuple(guard(clip_view)(ctx, clip_id))
+
+        clip_view_api.__name__ = "clip_view"  # the MCP tool's name
+        w.clip.change(clip_view_api, [w.clip], [w.clip_header, w.clip_audio, w.clip_scores, w.clip_predictions],
+                      api_name="clip_view")

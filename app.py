@@ -1,6 +1,6 @@
 """Launch the AR&D workbench on a catalog.
 
-    python app.py --catalog runs/demo/catalog.duckdb [--model PATH_OR_ID] [--port 7860]
+    python app.py --catalog runs/demo/catalog.duckdb [--model PATH_OR_ID] [--port 7860] [--mcp] [--auth FILE]
 
 The catalog is opened read-only; annotations go to a sibling file
 (``<catalog stem>.annotations.duckdb``). The model (default: the one the catalog was
@@ -10,6 +10,7 @@ built from) is loaded once, on the GPU when there is one.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=limits.max_seconds,
                    help="uploaded clips longer than this are cut to their first MAX_SECONDS seconds "
                         "(default: %(default)g)")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve the API as an MCP server (tools: search_features, feature, inspect, steer, ...) "
+                        "at /gradio_api/mcp/; needs the mcp package: pip install -e '.[mcp]'")
     return p.parse_args(argv)
 
 
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --threads must be >= 0, got {args.threads}", file=sys.stderr)
         return 2
     apply_threads(args.threads or None)
+    if args.mcp and importlib.util.find_spec("mcp") is None:
+        print("error: --mcp needs the mcp package: pip install -e '.[mcp]'", file=sys.stderr)
+        return 2
     try:
         limits = AudioLimits(max_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds)
         app = create_app(args.catalog, args.model, load_model=not args.no_model, annotations_path=args.annotations,
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CatalogError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    launch(app, port=args.port, host=args.host)
+    launch(app, port=args.port, host=args.host, mcp_server=args.mcp)
     return 0
 
 

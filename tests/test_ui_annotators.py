@@ -85,14 +85,17 @@ def _annotate(url: str, i: int, features: tuple[str, ...], ready: threading.Barr
     """Annotator ``i``: ``features`` are the session's concepts in order (the same seed for everybody)."""
     try:
         client = _client(url)
-        assert "0 of 50 rated" in _status(client.predict(_name(i), N_EACH, SEED, api_name="/annotate_start"))
+        out = client.predict(_name(i), N_EACH, SEED, api_name="/annotate_start")
+        assert "0 of 50 rated" in _status(out)
+        state = out[0]  # the session state: the first output, passed back as the first input
         ready.wait(timeout=300)  # everybody submits at once
         for j in range(N_TAB):
-            client.predict(_label(i, j), api_name="/annotate_label")
+            state = client.predict(state, _label(i, j), api_name="/annotate_label")[0]
             if j == 0:
-                client.predict(_label(i, j), api_name="/annotate_label")  # a retried submission
-            status = _status(client.predict(str(_rating(i, j)), api_name="/annotate_rate"))
-            assert f"{j + 1} of {N_EACH} rated" in status
+                client.predict(state, _label(i, j), api_name="/annotate_label")  # a retried submission
+            out = client.predict(state, str(_rating(i, j)), api_name="/annotate_rate")
+            state = out[0]
+            assert f"{j + 1} of {N_EACH} rated" in _status(out)
         for j in range(N_TAB, N_EACH):
             args = (_name(i), N_EACH, SEED, features[j], _label(i, j), _rating(i, j))
             for _ in range(2 if j % 10 == 0 else 1):  # every tenth one retried

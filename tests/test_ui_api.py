@@ -37,10 +37,10 @@ def test_api_lists_the_endpoints(served) -> None:
 
 def test_search_through_the_client_equals_the_handler(served) -> None:
     client, ctx = served
-    table, summary, page = client.predict("beep", "All", "All", 0, False, "monosemanticity", True, 25,
+    table, summary, page, refs = client.predict("beep", "All", "All", 0, False, "monosemanticity", True, "25",
                                           api_name="/search_features")
     want = concepts.search_features(ctx, ConceptQuery("beep", sort="monosemanticity", descending=True))
-    assert [row[0] for row in table["data"]] == want.refs
+    assert [row[0] for row in table["data"]] == want.refs == refs
     assert table["headers"] == concepts.COLUMNS
     assert summary == want.summary and page == 1
 
@@ -75,9 +75,12 @@ def test_steer_endpoint_matches_the_handler(served, run: UiRun) -> None:
 
 def test_annotation_through_the_client_is_stored(served) -> None:
     client, ctx = served
-    client.predict("api client", 2, 0, api_name="/annotate_start")
-    client.predict("from the api", api_name="/annotate_label")
-    client.predict("3", api_name="/annotate_rate")
+    # the session state comes back as the first output and goes back in as the first input
+    state = client.predict("api client", 2, 0, api_name="/annotate_start")[0]
+    assert state["index"] == 0 and state["session_id"]
+    state = client.predict(state, "from the api", api_name="/annotate_label")[0]
+    state = client.predict(state, "3", api_name="/annotate_rate")[0]
+    assert state["index"] == 1
     answers = ctx.annotations.answers(annotator="api client")
     assert [(a.label, a.rating) for a in answers] == [("from the api", 3)]
     session = ctx.annotations.start_or_resume("api client", 2, 0, ctx.catalog.named_features())

@@ -9,181 +9,35 @@ reload or an app restart resumes at the first unrated concept.
 
 from __future__ import annotations
 
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import gradio as gr
-import pandas as pd
 
-from ard_core.agreement import AnnotationSummary, summarize
-from ard_core.catalog import Answer, Session
 from ard_core.ui.common import guard, note
 from ard_core.ui.context import AppContext, UserError
-
-N_CLIPS = 4
-"""Top clips an annotator hears per concept."""
+from ard_core.ui.sessions import (  # noqa: F401 (the tab's session logic, re-exported for its callers)
+    N_CLIPS,
+    ConceptCard,
+    answers_table,
+    card,
+    export_csv,
+    start,
+    submit_answer,
+    submit_label,
+    submit_rating,
+    summary,
+    summary_markdown,
+    summary_table,
+)
 NAME_KEY = "ard-annotator"
 """Browser local-storage key holding the annotator's name between visits."""
-
-
-class ConceptCard(NamedTuple):
-    """What the annotator sees for concept ``index`` of a session."""
-
-    session: Session
-    index: int
-    ref: str | None  # None when the session is complete
-    clips: list[tuple[str, str]]  # (clip_id, audio path)
-    answer: Answer | None
-    name: str | None  # the automatic name: None until the annotator's own label is saved
-    description: str | None
-    n_rated: int
-    answers: tuple[Answer, ...] = ()
-    """Every answer of the session so far."""
-
-    @property
-    def done(self) -> bool:
-        return self.ref is None
-
-    @property
-    def revealed(self) -> bool:
-        return self.answer is not None
-
-
-def _concept(ctx: AppContext, session_id: str, index: int) -> str:
-    """The concept at ``index`` of the session, or a UserError when the session is complete."""
-    session = ctx.annotations.session(session_id)
-    index = max(0, int(index))
-    if index >= len(session.features):
-        raise UserError("this session is complete")
-    return session.features[index]
-
-
-def card(ctx: AppContext, session_id: str, index: int | None = None) -> ConceptCard:
-    """Concept ``index`` of the session (default: the first one not yet rated)."""
-    session = ctx.annotations.session(session_id)
-    saved = ctx.annotations.answers(session_id)
-    answers = {a.ref: a for a in saved}
-    n_rated = sum(a.rating is not None for a in answers.values())
-    if index is None:
-        index = ctx.annotations.next_index(session, saved)
-    index = max(0, min(int(index), len(session.features)))
-    if index == len(session.features):
-        return ConceptCard(session, index, None, [], None, None, None, n_rated, tuple(saved))
-    ref = session.features[index]
-    answer = answers.get(ref)
-    name = description = None
-    if answer is not None:  # blind protocol: the name only after the annotator's own label
-        row = ctx.catalog.feature_page(ref).feature
-        name, description = row.name, row.description
-    clips = [(c.clip_id, str(c.path)) for c in ctx.catalog.top_clip_files(ref, N_CLIPS)]
-    return ConceptCard(session, index, ref, clips, answer, name, description, n_rated, tuple(saved))
-
-
-def start(ctx: AppContext, annotator: str, n: int, seed: int) -> ConceptCard:
-    session = ctx.annotations.start_or_resume(annotator, int(n or 0), int(seed or 0), ctx.catalog.named_features())
-    return card(ctx, session.session_id)
-
-
-def submit_label(ctx: AppContext, session_id: str, index: int, label: str) -> ConceptCard:
-    """Save the annotator's own label; sending the same label again (a retry) changes nothing."""
-    try:
-        ctx.annotations.save_label(session_id, _concept(ctx, session_id, index), label)
-    except UserError:
-        raise
-    except ValueError as exc:  # an empty label, or a changed one after the name was revealed
-        raise UserError(str(exc)) from None
-    return card(ctx, session_id, index)
-
-
-def submit_rating(ctx: AppContext, session_id: str, index: int, rating: int | str | None) -> ConceptCard:
-    """Save the rating, then move to the next unrated concept."""
-    ref = _concept(ctx, session_id, index)
-    if rating is None or rating == "":
-        raise UserError("pick a rating from 0 (wrong) to 5 (exact) first")
-    ctx.annotations.save_rating(session_id, ref, int(rating))
-    return card(ctx, session_id)
-
-
-def submit_answer(ctx: AppContext, annotator: str, n: int, seed: int, ref: str, label: str,
-                  rating: int | str) -> dict[str, Any]:
-    """A whole answer (own label, then rating) to concept ``ref`` of a started session, for API clients.
-
-    Unlike the tab's label/rate events, which act on the concept the page shows, the
-    concept is named, so a client may retry freely (:meth:`AnnotationStore.save_answer`).
-    Returns the stored answer and the session's progress.
-    """
-    try:
-        session = ctx.annotations.find_session(annotator, n, seed)
-        a = ctx.annotations.save_answer(session.session_id, ref, label, rating)
-    except KeyError as exc:  # the session was never started
-        raise UserError(exc.args[0]) from None
-    except (ValueError, TypeError) as exc:
-        raise UserError(str(exc)) from None
-    n_rated = sum(x.rating is not None for x in ctx.annotations.answers(session.session_id))
-    return {"session_id": session.session_id, "ref": a.ref, "label": a.label, "rating": a.rating,
-            "n_rated": n_rated, "n": len(session.features)}
-
-
-def answers_table(ctx: AppContext, session_id: str | None, saved: Sequence[Answer] | None = None) -> pd.DataFrame:
-    """The session's answers so far (``saved``: them, when the caller has just read them)."""
-    cols = ["#", "concept", "your label", "automatic name", "rating"]
-    if not session_id:
-        return pd.DataFrame(columns=cols)
-    session = ctx.annotations.session(session_id)
-    answers = {a.ref: a for a in (ctx.annotations.answers(session_id) if saved is None else saved)}
-    names = ctx.catalog.feature_names(list(answers))
-    rows = []
-    for i, ref in enumerate(session.features):
-        a = answers.get(ref)
-        if a is None:
-            continue
-        rows.append([i + 1, ref, a.label, names.get(ref, ""), "" if a.rating is None else a.rating])
-    return pd.DataFrame(rows, columns=cols)
-
-
-def export_csv(ctx: AppContext, annotator: str | None = None) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="ard-annotations-"))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return ctx.annotations.export_csv(folder / f"annotations-{stamp}.csv", annotator=annotator or None)
-
-
-def summary(ctx: AppContext) -> AnnotationSummary:
-    """Table 2 over every answer; a concept no longer in the catalog keeps its answers but has no name to compare."""
-    answers = ctx.annotations.answers()
-    names = ctx.catalog.feature_names(sorted({a.ref for a in answers}))
-    return summarize(answers, names, clap=ctx.clap() if answers else None, bert=ctx.bert() if answers else None,
-                     clap_note=ctx.clap_note, bert_note=ctx.bert_note)
-
-
-def summary_markdown(ctx: AppContext) -> str:
-    s = summary(ctx)
-    if s.n_answers == 0:
-        return "No annotations yet."
-    return "\n".join([
-        f"**{s.n_rated}** rated concepts ({s.n_answers} labelled) by **{len(s.per_annotator)}** annotator(s).",
-        "",
-        "| measure | value |", "|---|---|",
-        f"| rating of automatic names (0-5), mean ± std | {s.rating.text(2)} |",
-        f"| CLAP text cosine, automatic name vs own label | {s.clap_cosine.text()} |",
-        f"| BERTScore F1, automatic name vs own label | {s.bertscore.text()} |",
-        f"| inter-annotator agreement: {s.alpha.name} | {s.alpha.text()} |",
-        f"| inter-annotator agreement: {s.spearman.name} | {s.spearman.text()} |",
-    ])
-
-
-def summary_table(ctx: AppContext) -> pd.DataFrame:
-    s = summary(ctx)
-    return pd.DataFrame([[a.annotator, a.n_rated, round(a.mean, 3), round(a.std, 3)] for a in s.per_annotator],
-                        columns=["annotator", "rated", "mean rating", "std"])
 
 
 # -- widgets ------------------------------------------------------------------------------------
 @dataclass
 class AnnotateWidgets:
-    state: gr.State
+    state: gr.JSON
     annotator: gr.Textbox
     n: gr.Number
     seed: gr.Number
@@ -211,7 +65,9 @@ def render(ctx: AppContext) -> AnnotateWidgets:
                 "**write your own label** (the automatic name stays hidden until then), then **rate** the automatic "
                 "name from 0 (unrelated) to 5 (exact). Every answer is saved at once; come back with the same "
                 "name, N and seed to resume.")
-    state = gr.State({"session_id": None, "index": 0})
+    # the session and the concept shown, a hidden JSON rather than gr.State so that API and MCP clients pass it
+    # back from annotate_start (Gradio's MCP server can neither fill nor return a State)
+    state = gr.JSON({"session_id": None, "index": 0}, visible=False)
     with gr.Row(elem_classes="ard-bottom"):
         annotator = gr.Textbox(label="Your name", placeholder="e.g. alice", scale=3, elem_id="annot-name")
         n = gr.Number(20, label="Concepts (N)", precision=0, minimum=1, maximum=500, scale=1, elem_id="annot-n")
@@ -302,22 +158,69 @@ def _session_id(state: dict) -> str:
     return sid
 
 
-def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
-    outs = outputs(w)
+class Endpoints(NamedTuple):
+    """The Annotate tab's API endpoints (named as their api_name, which is also their MCP tool name)."""
 
+    annotate_start: Callable
+    annotate_label: Callable
+    annotate_rate: Callable
+    annotate_submit: Callable
+
+
+def endpoints(ctx: AppContext) -> Endpoints:
     @guard
-    def on_start(name: str, n: float, seed: float):  # noqa: ANN202
+    def annotate_start(name: str, n: float, seed: float):  # noqa: ANN202
+        """Start an annotation session, or resume the one with the same annotator, size and seed; shows its
+        current concept (its top clips, without the name).
+
+        Args:
+            name: the annotator's name
+            n: concepts in the session (0: every named concept)
+            seed: the seed of the session's concept order
+        """
         return view(ctx, start(ctx, name, int(n or 0), int(seed or 0)))
 
     @guard
-    def on_label(state: dict, label: str):  # noqa: ANN202
+    def annotate_label(state: dict, label: str):  # noqa: ANN202
+        """Save the annotator's own label for the session's current concept (step 1 of 2; then its name shows).
+
+        Args:
+            state: the session and concept, as annotate_start (or the last call) returned it
+            label: what the annotator hears in the concept's clips, in a few words
+        """
         sid = _session_id(state)
         return view(ctx, submit_label(ctx, sid, state["index"], label), same_concept=True)
 
     @guard
-    def on_rating(state: dict, rating: str | None):  # noqa: ANN202
+    def annotate_rate(state: dict, rating: str | None):  # noqa: ANN202
+        """Rate how well the concept's name fits its clips (step 2 of 2), and move to the next concept.
+
+        Args:
+            state: the session and concept, as annotate_label returned it
+            rating: 0 (unrelated) to 5 (exact)
+        """
         sid = _session_id(state)
         return view(ctx, submit_rating(ctx, sid, state["index"], rating))
+
+    def annotate_submit(annotator: str, n: int, seed: int, ref: str, label: str, rating: int) -> dict:
+        """One whole answer (own label, then rating) to a named concept of a started session; safe to retry.
+
+        Args:
+            annotator: the annotator's name, as the session was started with
+            n: the session's size, as it was started with
+            seed: the session's seed, as it was started with
+            ref: the concept as SAE_ID/K
+            label: the annotator's own label for it
+            rating: 0 (unrelated) to 5 (exact)
+        """
+        return guard(submit_answer)(ctx, annotator, n, seed, ref, label, rating)
+
+    return Endpoints(annotate_start, annotate_label, annotate_rate, annotate_submit)
+
+
+def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
+    outs = outputs(w)
+    annotate_start, annotate_label, annotate_rate, annotate_submit = endpoints(ctx)
 
     def move(delta: int):  # noqa: ANN202
         @guard
@@ -325,10 +228,6 @@ def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
             sid = _session_id(state)
             return view(ctx, card(ctx, sid, state["index"] + delta))
         return go
-
-    def annotate_submit(annotator: str, n: int, seed: int, ref: str, label: str, rating: int) -> dict:
-        """One whole answer to a named concept of a started session; safe to retry (see submit_answer)."""
-        return guard(submit_answer)(ctx, annotator, n, seed, ref, label, rating)
 
     @guard
     def on_export():  # noqa: ANN202
@@ -340,14 +239,14 @@ def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
 
     # a returning annotator finds their name filled in: it is kept in the browser's local storage
     remember = f"(name) => {{ localStorage.setItem('{NAME_KEY}', name); }}"
-    w.start.click(on_start, [w.annotator, w.n, w.seed], outs, api_name="annotate_start").success(
+    w.start.click(annotate_start, [w.annotator, w.n, w.seed], outs, api_name="annotate_start").success(
         None, [w.annotator], None, js=remember)
-    w.annotator.submit(on_start, [w.annotator, w.n, w.seed], outs, api_visibility="private").success(
+    w.annotator.submit(annotate_start, [w.annotator, w.n, w.seed], outs, api_visibility="private").success(
         None, [w.annotator], None, js=remember)
     # concurrency_limit=None: answers are tiny locked writes; 20 annotators must never queue behind one another
-    w.save_label.click(on_label, [w.state, w.label], outs, api_name="annotate_label", concurrency_limit=None)
-    w.label.submit(on_label, [w.state, w.label], outs, api_visibility="private", concurrency_limit=None)
-    w.save_rating.click(on_rating, [w.state, w.rating], outs, api_name="annotate_rate", concurrency_limit=None)
+    w.save_label.click(annotate_label, [w.state, w.label], outs, api_name="annotate_label", concurrency_limit=None)
+    w.label.submit(annotate_label, [w.state, w.label], outs, api_visibility="private", concurrency_limit=None)
+    w.save_rating.click(annotate_rate, [w.state, w.rating], outs, api_name="annotate_rate", concurrency_limit=None)
     gr.api(annotate_submit, api_name="annotate_submit", concurrency_limit=None)
     w.back.click(move(-1), [w.state], outs, api_visibility="private")
     w.skip.click(move(+1), [w.state], outs, api_visibility="private")

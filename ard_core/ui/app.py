@@ -90,15 +90,21 @@ def create_app(catalog_path: str | Path | None = None, model: str | None = None,
         lens.listen(ctx, lw)
         steer.listen(ctx, sw)
         annotate.listen(ctx, aw, demo)
-        evaluation.listen(ctx, ew)
+        evaluation.listen(ctx, ew, demo)
         quality.listen(ctx, qw)
 
         wire_deep_links(ctx, demo, fw, sw, tabs)
 
         def feature_api(ref: str) -> dict:
-            """A feature as JSON: name, scores, top/bottom clips with their activation over time."""
+            """One SAE feature as JSON: its name and description, scores, steerability, similar features, and
+            its top and bottom clips with their activation over time.
+
+            Args:
+                ref: the feature as SAE_ID/K (e.g. tiny-audiollm-l4-e8/12), as search_features and inspect list them
+            """
             return guard(feature.feature_json)(ctx, ref)
 
+        feature_api.__name__ = "feature"  # the MCP tool's name
         gr.api(feature_api, api_name="feature")
     return App(demo, ctx)
 

@@ -23,7 +23,7 @@ ALL = "All"
 COLUMNS = ["feature", "name", "description", "layer", "SAE", "monosemanticity", "rank", "density", "detection",
            "steers"]
 DATATYPES = ["str", "str", "str", "number", "str", "number", "number", "number", "number", "str"]
-PAGE_SIZES = [10, 25, 50, 100]
+PAGE_SIZES = ["10", "25", "50", "100"]  # strings: a Dropdown's API schema (and MCP's) types its choices as strings
 
 
 class ConceptPage(NamedTuple):
@@ -109,7 +109,7 @@ class ConceptsWidgets:
     next: gr.Button
     info: gr.Markdown
     table: gr.Dataframe
-    refs: gr.State
+    refs: gr.JSON
 
 
 def render(ctx: AppContext) -> ConceptsWidgets:
@@ -133,7 +133,7 @@ def render(ctx: AppContext) -> ConceptsWidgets:
             named_only = gr.Checkbox(False, label="Named only")
         steers = gr.Dropdown(tracks, value=ALL, label="Steers", scale=1, min_width=110, elem_id="concepts-steers",
                              info="only features that steer this track")
-        page_size = gr.Dropdown(PAGE_SIZES, value=25, label="Per page", scale=1, min_width=90)
+        page_size = gr.Dropdown(PAGE_SIZES, value="25", label="Per page", scale=1, min_width=90)
     table = gr.Dataframe(first.table, headers=COLUMNS, datatype=DATATYPES, interactive=False, wrap=True,
                          max_height=620, elem_id="concepts-table", show_search="none",
                          column_widths=["14%", "11%", "22%", "5%", "11%", "8%", "5%", "6%", "6%", "12%"])
@@ -143,7 +143,8 @@ def render(ctx: AppContext) -> ConceptsWidgets:
         page = gr.Number(1, show_label=False, precision=0, minimum=1, scale=0, min_width=90, container=False,
                          elem_id="concepts-page")
         nxt = gr.Button("Next ▶", size="sm", scale=0, min_width=110)
-    refs = gr.State(first.refs)
+    # the page's refs: a hidden JSON, not gr.State (Gradio's MCP server drops State outputs twice on queued events)
+    refs = gr.JSON(first.refs, visible=False)
     return ConceptsWidgets(text, search, sae, layer, min_mono, named_only, sort, descending, page_size, steers, page,
                            prev, nxt, info, table, refs)
 
@@ -172,7 +173,7 @@ def listen(ctx: AppContext, w: ConceptsWidgets, open_feature) -> None:  # noqa: 
             named_only: only features the describe stage named
             sort: rank, monosemanticity, density, layer, feature, name, detection or steerability
             descending: sort from the largest value down
-            page_size: features per page (at most 500)
+            page_size: features per page: "10", "25", "50" or "100"
             steers: only features that steer this track ('All': no filter)
         """
         return _run(ctx, text, sae, layer, min_monosemanticity, named_only, sort, descending, page_size, steers, 1)

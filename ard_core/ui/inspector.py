@@ -161,7 +161,7 @@ class InspectWidgets:
     open: gr.Button
     steer: gr.Button
     data: gr.JSON
-    refs: gr.State
+    refs: gr.JSON
 
 
 def render(ctx: AppContext) -> InspectWidgets:
@@ -193,8 +193,10 @@ def render(ctx: AppContext) -> InspectWidgets:
         steer = gr.Button("Steer this clip with it", variant="primary", scale=1, elem_id="inspect-steer")
     with gr.Accordion("The inspection as JSON", open=False):
         data = gr.JSON(elem_id="inspect-json")
+    # the listed refs: a hidden JSON, not gr.State (Gradio's MCP server drops State outputs twice on queued events)
+    refs = gr.JSON([], visible=False)
     return InspectWidgets(audio, clip, saes, top_n, named_only, run, summary, heatmap, table, chosen, open_, steer,
-                          data, gr.State([]))
+                          data, refs)
 
 
 def listen(ctx: AppContext, w: InspectWidgets, open_feature: Callable, steer_clip: Callable) -> None:

@@ -305,8 +305,26 @@ def listen(ctx: AppContext, w: SteerWidgets) -> None:
         return [*slider_updates(ctx, refs, pending), {}]
 
     @guard
-    def on_run(audio, question, prefix, labels, refs, v0, v1, v2, v3, mode, positions, max_new,  # noqa: ANN001, ANN202
-               progress=gr.Progress()):
+    def steer(audio: str, question: str, prefix: str, labels: str, refs: list[str], v0: float, v1: float, v2: float,
+              v3: float, mode: str, positions: list[str], max_new: int,
+              progress=gr.Progress()):  # noqa: ANN001, ANN202
+        """Run the loaded model on an audio clip twice, as it is and with up to four SAE features clamped, and
+        compare the answers and the probabilities of the answer labels.
+
+        Args:
+            audio: the clip (WAV, FLAC, OGG, MP3 or AIFF)
+            question: the question asked about the clip (e.g. "Is the speaker male or female?")
+            prefix: text the answer starts with, so the next token is the label (may be empty)
+            labels: comma-separated answer labels whose next-token probabilities are compared (e.g. "male, female")
+            refs: up to four features as SAE_ID/K (e.g. tiny-audiollm-l1-e8/827)
+            v0: the value of the first feature (set mode: the activation it is clamped to; add: added to it)
+            v1: the value of the second feature
+            v2: the value of the third feature
+            v3: the value of the fourth feature
+            mode: 'set' clamps each feature to its value, 'add' adds the value to its activation
+            positions: token positions steered: any of 'audio', 'prompt', 'generated'
+            max_new: tokens generated for each answer (1-64)
+        """
         progress(0.05, desc="running the model twice (original, then steered)")
         v = run_steer(ctx, audio, question, prefix, labels, refs or [], [v0, v1, v2, v3], mode, positions or [],
                       max_new)
@@ -319,7 +337,7 @@ def listen(ctx: AppContext, w: SteerWidgets) -> None:
     w.clip.change(on_clip, [w.clip], [w.audio], api_visibility="private")
     w.features.change(on_features, [w.features, w.pending], [*w.sliders, w.pending], api_visibility="private",
                       show_progress="hidden")
-    w.run.click(on_run, [w.audio, w.question, w.prefix, w.labels, w.features, *w.sliders, w.mode, w.positions,
+    w.run.click(steer, [w.audio, w.question, w.prefix, w.labels, w.features, *w.sliders, w.mode, w.positions,
                          w.max_new],
                 [w.summary, w.original, w.steered, w.probs, w.probs_fig, w.lens_fig],
                 api_name="steer", concurrency_limit=1, concurrency_id="model")

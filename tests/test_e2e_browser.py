@@ -243,3 +243,59 @@ def test_every_tab_renders(page, server: str, shots: Path) -> None:
         page.get_by_role("tab", name=tab).click()
         expect(page.locator(probe).first).to_be_visible(timeout=SLOW)
         page.screenshot(path=str(shots / f"7-{tab.lower()}.png"), full_page=True)
+
+
+def test_inspect_an_own_clip_then_open_a_feature_and_steer_it(page, server: str, run: UiRun, shots: Path,
+                                                             tmp_path: Path) -> None:
+    """A recording that is not in the corpus: upload it, inspect it, open the first feature of the heat map
+    (its rows are the ranked list's, in order), come back and steer the same clip with it."""
+    import numpy as np
+    import soundfile as sf
+
+    sr = 16_000
+    t = np.arange(int(1.6 * sr)) / sr
+    rng = np.random.default_rng(7)
+    own = 0.3 * np.sin(2 * np.pi * 660 * t) * (t > 0.5) + 0.05 * rng.standard_normal(t.size)  # noise, then a tone
+    path = tmp_path / "my-recording.wav"
+    sf.write(path, own.astype(np.float32), sr)
+
+    _open(page, server)
+    page.get_by_role("tab", name="Inspect").click()
+    page.locator("#inspect-audio input[type=file]").set_input_files(str(path))
+    expect(page.locator("#inspect-audio audio").first).to_be_attached(timeout=SLOW)
+    page.locator("#inspect-named-only input").uncheck()
+    page.locator("#inspect-run").click()
+    expect(page.locator("#inspect-summary")).to_contain_text("my-recording", timeout=SLOW)
+    expect(page.locator("#inspect-heatmap .js-plotly-plot")).to_be_visible(timeout=SLOW)
+    page.screenshot(path=str(shots / "10-inspect.png"), full_page=True)
+    chosen = page.locator("#inspect-chosen input")  # the first feature of the list and of the heat map
+    expect(chosen).not_to_have_value("", timeout=SLOW)
+    ref = chosen.input_value()
+    assert re.fullmatch(r"tiny-random-l\d-e\d+/\d+", ref), ref
+    # the heat map's row labels link to the feature pages (opened in a new tab)
+    link = page.locator("#inspect-heatmap a").filter(has_text=ref).first
+    link.scroll_into_view_if_needed()
+    box = link.bounding_box()
+    # a mouse click where the label is drawn (Playwright's own hit test misreads SVG links under plotly's layers;
+    # the browser's elementFromPoint there is the link)
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    assert page.evaluate("([x, y]) => !!document.elementFromPoint(x, y).closest('a')", [x, y])
+    with page.context.expect_page() as opened:
+        page.mouse.click(x, y)
+    feature_page = opened.value
+    feature_page.wait_for_load_state("load")
+    expect(feature_page.locator("#feature-header")).to_contain_text(ref.split("/")[1], timeout=SLOW)
+    feature_page.screenshot(path=str(shots / "10b-feature-from-heatmap.png"), full_page=True)
+    feature_page.close()
+    # the "Open its page" button does the same in this tab
+    page.locator("#inspect-open").click()
+    expect(page.locator("#feature-header")).to_contain_text(ref.split("/")[1], timeout=SLOW)
+
+    page.get_by_role("tab", name="Inspect").click()
+    page.locator("#inspect-steer").click()
+    expect(page.locator("#steer-features")).to_contain_text(ref, timeout=SLOW)
+    expect(page.locator("#steer-audio audio").first).to_be_attached(timeout=SLOW)
+    page.locator("#steer-run").click()
+    expect(page.locator("#steer-summary")).to_contain_text(f"Steered {ref}", timeout=SLOW)
+    expect(page.locator("#steer-steered textarea").first).not_to_have_value("", timeout=SLOW)
+    page.screenshot(path=str(shots / "11-steer-from-inspect.png"), full_page=True)

@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=limits.max_seconds,
                    help="uploaded clips longer than this are cut to their first MAX_SECONDS seconds "
                         "(default: %(default)g)")
+    p.add_argument("--auth", default=None, metavar="FILE",
+                   help="turn on login: a users file of user:password-hash[:organiser] lines (make them with "
+                        "`python -m ard_core.auth add FILE USER [--organiser]`); the annotator is then the "
+                        "logged-in user, and organisers may fix the concept list and export every answer")
     p.add_argument("--mcp", action="store_true",
                    help="also serve the API as an MCP server (tools: search_features, feature, inspect, steer, ...) "
                         "at /gradio_api/mcp/; needs the mcp package: pip install -e '.[mcp]'")
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ard_core.audio import AudioLimits
+    from ard_core.auth import AuthError, Users
     from ard_core.catalog import CatalogError
     from ard_core.config import apply_threads
     from ard_core.ui.app import create_app, launch
@@ -63,9 +68,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --mcp needs the mcp package: pip install -e '.[mcp]'", file=sys.stderr)
         return 2
     try:
+        users = Users.load(args.auth) if args.auth else None
+    except AuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         limits = AudioLimits(max_bytes=int(args.max_upload_mb * 2**20), max_seconds=args.max_seconds)
         app = create_app(args.catalog, args.model, load_model=not args.no_model, annotations_path=args.annotations,
-                         device=args.device, clap=args.clap, bertscore=args.bertscore, audio_limits=limits)
+                         device=args.device, clap=args.clap, bertscore=args.bertscore, audio_limits=limits,
+                         users=users)
     except (CatalogError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

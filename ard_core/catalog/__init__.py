@@ -17,6 +17,7 @@ from ard_core.catalog.annotations import (
     RATING_MAX,
     RATING_MIN,
     AnnotationStore,
+    Plan,
     Answer,
     Session,
     annotations_path_for,
@@ -79,7 +80,7 @@ from ard_core.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
     "MIGRATIONS", "RANDOM_SUFFIX", "RATING_MAX", "RATING_MIN", "SCHEMA_VERSION", "CONCEPT_SORTS",
-    "ActivationIndexRow", "AnnotationRow", "AnnotationStore", "Answer", "Catalog", "CatalogCounts", "CatalogError",
+    "ActivationIndexRow", "AnnotationRow", "AnnotationStore", "Answer", "Plan", "Catalog", "CatalogCounts", "CatalogError",
     "ClipCaptionRow", "ClipChoice", "ClipEvaluation", "ClipEmbeddingRow", "ClipFile", "ClipPredictionRow", "ClipRow",
     "ClipScoreRow", "DetectionRow", "ConceptQuery", "ConceptRow",
     "ConceptsPage", "EnrichmentStat", "EvaluationRow", "FeatureExampleRow", "FeaturePage", "FeatureRef",

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS annotation_answers (
     label VARCHAR NOT NULL, rating INTEGER, labelled_at TIMESTAMP NOT NULL, rated_at TIMESTAMP,
     PRIMARY KEY (session_id, sae_id, feature)
 );
+CREATE TABLE IF NOT EXISTS annotation_plan (
+    plan VARCHAR PRIMARY KEY, n INTEGER NOT NULL, seed INTEGER NOT NULL, fixed_by VARCHAR NOT NULL,
+    fixed_at TIMESTAMP NOT NULL
+);
 """
 
 CSV_COLUMNS = ("session_id", "annotator", "feature_ref", "sae_id", "feature", "label", "rating",
@@ -106,6 +110,17 @@ class Session:
     features: tuple[str, ...]
     """The sampled concepts, as SAE_ID/K references, in presentation order."""
     created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The concept list an organiser fixed for every annotator: the session size and seed everyone starts
+    with (with the same named concepts, the same seed draws the same concepts in the same order)."""
+
+    n: int
+    seed: int
+    fixed_by: str
+    fixed_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -236,6 +251,24 @@ class AnnotationStore:
         if session.annotator != name:
             raise ValueError(f"session {session.session_id} belongs to {session.annotator!r}, not {name!r}")
         return session
+
+    # -- the organiser's plan -------------------------------------------------------------
+    def fix_plan(self, n: int, seed: int, by: str) -> Plan:
+        """Every annotator's next session is (n, seed) from now on; replaces an earlier plan."""
+        n, seed = int(n), int(seed)
+        if n < 1:
+            raise ValueError(f"a session needs at least 1 concept, got n={n}")
+        with self._connection() as con:
+            con.execute("INSERT OR REPLACE INTO annotation_plan VALUES ('current', ?, ?, ?, ?)", [n, seed, by, _now()])
+        return self.plan()  # type: ignore[return-value]
+
+    def plan(self) -> Plan | None:
+        rows = self._fetch("SELECT n, seed, fixed_by, fixed_at FROM annotation_plan WHERE plan = 'current'")
+        return Plan(*rows[0]) if rows else None
+
+    def clear_plan(self) -> None:
+        with self._connection() as con:
+            con.execute("DELETE FROM annotation_plan")
 
     # -- answers -----------------------------------------------------------------------
     def _check_in_session(self, session: Session, ref: str) -> FeatureRef:

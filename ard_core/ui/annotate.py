@@ -19,9 +19,15 @@ from ard_core.ui.context import AppContext, UserError
 from ard_core.ui.sessions import (  # noqa: F401 (the tab's session logic, re-exported for its callers)
     N_CLIPS,
     ConceptCard,
+    annotator_for,
     answers_table,
     card,
+    check_owner,
     export_csv,
+    export_for,
+    fix_plan,
+    plan_markdown,
+    session_plan,
     start,
     submit_answer,
     submit_label,
@@ -58,6 +64,18 @@ class AnnotateWidgets:
     summary: gr.Markdown
     summary_table: gr.Dataframe
     refresh: gr.Button
+    organiser: "OrganiserWidgets | None" = None
+    """Only under --auth (shown to organisers)."""
+
+
+@dataclass
+class OrganiserWidgets:
+    panel: gr.Accordion
+    n: gr.Number
+    seed: gr.Number
+    fix: gr.Button
+    release: gr.Button
+    status: gr.Markdown
 
 
 def render(ctx: AppContext) -> AnnotateWidgets:
@@ -69,7 +87,9 @@ def render(ctx: AppContext) -> AnnotateWidgets:
     # back from annotate_start (Gradio's MCP server can neither fill nor return a State)
     state = gr.JSON({"session_id": None, "index": 0}, visible=False)
     with gr.Row(elem_classes="ard-bottom"):
-        annotator = gr.Textbox(label="Your name", placeholder="e.g. alice", scale=3, elem_id="annot-name")
+        # under --auth the annotator is the logged-in user (filled on page load), not a typed name
+        annotator = gr.Textbox(label="Signed in as" if ctx.users else "Your name", placeholder="e.g. alice",
+                               scale=3, interactive=ctx.users is None, elem_id="annot-name")
         n = gr.Number(20, label="Concepts (N)", precision=0, minimum=1, maximum=500, scale=1, elem_id="annot-n")
         seed = gr.Number(0, label="Seed", precision=0, scale=1, elem_id="annot-seed")
         start_btn = gr.Button("Start or resume", variant="primary", scale=0, min_width=180, elem_id="annot-start")
@@ -97,13 +117,29 @@ def render(ctx: AppContext) -> AnnotateWidgets:
     with gr.Accordion("Results: summary and export", open=False):
         with gr.Row():
             refresh = gr.Button("Refresh summary", size="sm")
-            export = gr.Button("Export all answers (CSV)", size="sm", elem_id="annot-export")
+            export = gr.Button("Export all answers (CSV)" if ctx.users is None else "Export answers (CSV)",
+                               size="sm", elem_id="annot-export")
         file = gr.File(label="CSV", interactive=False, visible=False)
         summary_md = gr.Markdown()
         summary_df = gr.Dataframe(interactive=False)
     return AnnotateWidgets(state, annotator, n, seed, start_btn, status, area, audios, label, save_label,
                            reveal, rating, save_rating, back, skip, answers, export, file, summary_md, summary_df,
-                           refresh)
+                           refresh, _render_organiser() if ctx.users else None)
+
+
+def _render_organiser() -> OrganiserWidgets:
+    with gr.Accordion("Organiser: the concept list and the export", open=True, visible=False,
+                      elem_id="annot-organiser") as panel:
+        gr.Markdown("Fix N and the seed for everybody: every annotator's next session then rates the same "
+                    "concepts in the same order (sessions already started keep theirs). Your export holds every "
+                    "annotator's answers.")
+        with gr.Row():
+            n = gr.Number(20, label="Concepts (N)", precision=0, minimum=1, maximum=500, elem_id="org-n")
+            seed = gr.Number(0, label="Seed", precision=0, elem_id="org-seed")
+            fix = gr.Button("Fix for every annotator", variant="primary", elem_id="org-fix")
+            release = gr.Button("Release (annotators choose)", elem_id="org-release")
+        status = gr.Markdown(elem_id="org-status")
+    return OrganiserWidgets(panel, n, seed, fix, release, status)
 
 
 def outputs(w: AnnotateWidgets) -> list:
@@ -151,10 +187,16 @@ def view(ctx: AppContext, c: ConceptCard, same_concept: bool = False) -> list[An
             gr.Button(interactive=c.index + 1 < len(s.features)), table]
 
 
-def _session_id(state: dict) -> str:
+def _user(request: gr.Request | None) -> str | None:
+    """The logged-in user (None without --auth)."""
+    return getattr(request, "username", None) if request is not None else None
+
+
+def _session_id(ctx: AppContext, state: dict, request: gr.Request | None) -> str:
     sid = (state or {}).get("session_id")
     if not sid:
         raise UserError("start a session first: enter your name and press 'Start or resume'")
+    check_owner(ctx, sid, _user(request))
     return sid
 
 
@@ -169,51 +211,54 @@ class Endpoints(NamedTuple):
 
 def endpoints(ctx: AppContext) -> Endpoints:
     @guard
-    def annotate_start(name: str, n: float, seed: float):  # noqa: ANN202
+    def annotate_start(name: str, n: float, seed: float, request: gr.Request = None):  # noqa: ANN202
         """Start an annotation session, or resume the one with the same annotator, size and seed; shows its
         current concept (its top clips, without the name).
 
         Args:
-            name: the annotator's name
-            n: concepts in the session (0: every named concept)
-            seed: the seed of the session's concept order
+            name: the annotator's name (ignored when the app has logins: the annotator is the logged-in user)
+            n: concepts in the session (ignored when an organiser fixed the concept list)
+            seed: the seed of the session's concept order (ignored when an organiser fixed the concept list)
         """
-        return view(ctx, start(ctx, name, int(n or 0), int(seed or 0)))
+        n, seed = session_plan(ctx, n, seed)
+        return view(ctx, start(ctx, annotator_for(ctx, name, _user(request)), n, seed))
 
     @guard
-    def annotate_label(state: dict, label: str):  # noqa: ANN202
+    def annotate_label(state: dict, label: str, request: gr.Request = None):  # noqa: ANN202
         """Save the annotator's own label for the session's current concept (step 1 of 2; then its name shows).
 
         Args:
             state: the session and concept, as annotate_start (or the last call) returned it
             label: what the annotator hears in the concept's clips, in a few words
         """
-        sid = _session_id(state)
+        sid = _session_id(ctx, state, request)
         return view(ctx, submit_label(ctx, sid, state["index"], label), same_concept=True)
 
     @guard
-    def annotate_rate(state: dict, rating: str | None):  # noqa: ANN202
+    def annotate_rate(state: dict, rating: str | None, request: gr.Request = None):  # noqa: ANN202
         """Rate how well the concept's name fits its clips (step 2 of 2), and move to the next concept.
 
         Args:
             state: the session and concept, as annotate_label returned it
             rating: 0 (unrelated) to 5 (exact)
         """
-        sid = _session_id(state)
+        sid = _session_id(ctx, state, request)
         return view(ctx, submit_rating(ctx, sid, state["index"], rating))
 
-    def annotate_submit(annotator: str, n: int, seed: int, ref: str, label: str, rating: int) -> dict:
+    def annotate_submit(annotator: str, n: int, seed: int, ref: str, label: str, rating: int,
+                        request: gr.Request = None) -> dict:
         """One whole answer (own label, then rating) to a named concept of a started session; safe to retry.
 
         Args:
-            annotator: the annotator's name, as the session was started with
+            annotator: the annotator's name, as the session was started with (with logins: the logged-in user)
             n: the session's size, as it was started with
             seed: the session's seed, as it was started with
             ref: the concept as SAE_ID/K
             label: the annotator's own label for it
             rating: 0 (unrelated) to 5 (exact)
         """
-        return guard(submit_answer)(ctx, annotator, n, seed, ref, label, rating)
+        return guard(lambda: submit_answer(ctx, annotator_for(ctx, annotator, _user(request)), n, seed, ref, label,
+                                           rating))()
 
     return Endpoints(annotate_start, annotate_label, annotate_rate, annotate_submit)
 
@@ -224,14 +269,14 @@ def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
 
     def move(delta: int):  # noqa: ANN202
         @guard
-        def go(state: dict):  # noqa: ANN202
-            sid = _session_id(state)
+        def go(state: dict, request: gr.Request = None):  # noqa: ANN202
+            sid = _session_id(ctx, state, request)
             return view(ctx, card(ctx, sid, state["index"] + delta))
         return go
 
     @guard
-    def on_export():  # noqa: ANN202
-        return gr.File(value=str(export_csv(ctx)), visible=True)
+    def on_export(request: gr.Request = None):  # noqa: ANN202
+        return gr.File(value=str(export_for(ctx, _user(request))), visible=True)
 
     @guard
     def on_refresh():  # noqa: ANN202
@@ -252,4 +297,31 @@ def listen(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
     w.skip.click(move(+1), [w.state], outs, api_visibility="private")
     w.export.click(on_export, None, [w.file], api_visibility="private")
     w.refresh.click(on_refresh, None, [w.summary, w.summary_table], api_visibility="private")
-    demo.load(None, [w.annotator], [w.annotator], js=f"(cur) => localStorage.getItem('{NAME_KEY}') || cur")
+    if ctx.users is None:
+        demo.load(None, [w.annotator], [w.annotator], js=f"(cur) => localStorage.getItem('{NAME_KEY}') || cur")
+    else:
+        listen_logins(ctx, w, demo)
+
+
+def listen_logins(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
+    """Under --auth: the page shows who is signed in and the fixed concept list; organisers get their panel."""
+    org = w.organiser
+
+    @guard
+    def on_load(request: gr.Request = None):  # noqa: ANN202
+        user, plan = _user(request), ctx.annotations.plan()
+        # a fixed concept list: N and the seed are the organiser's, shown but not editable
+        n = gr.Number(value=plan.n, interactive=False) if plan else gr.Number(interactive=True)
+        seed = gr.Number(value=plan.seed, interactive=False) if plan else gr.Number(interactive=True)
+        return (user or "", n, seed, plan_markdown(ctx) if plan else "",
+                gr.Accordion(visible=ctx.users.is_organiser(user)), plan_markdown(ctx))
+
+    def organise(release: bool):  # noqa: ANN202
+        @guard
+        def go(n: float, seed: float, request: gr.Request = None):  # noqa: ANN202
+            return fix_plan(ctx, _user(request), None if release else n, seed)
+        return go
+
+    demo.load(on_load, None, [w.annotator, w.n, w.seed, w.status, org.panel, org.status], api_visibility="private")
+    org.fix.click(organise(False), [org.n, org.seed], [org.status], api_visibility="private")
+    org.release.click(organise(True), [org.n, org.seed], [org.status], api_visibility="private")

@@ -139,4 +139,6 @@ def launch(app: App, port: int = 7860, host: str = "127.0.0.1", **kw: Any) -> No
                     allowed_paths=ctx.catalog.clip_folders(),
                     blocked_paths=ctx.catalog.private_paths(ctx.annotations.path),
                     max_file_size=ctx.audio_limits.max_bytes, show_error=False, footer_links=["api", "gradio"],
+                    auth=ctx.users.check if ctx.users else None,
+                    auth_message="AR&D workbench: sign in with the name and password your organiser gave you.",
                     **kw)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generic, Hashable, TypeVar
 
 from ard_core.audio import AudioLimits
+from ard_core.auth import Users
 from ard_core.catalog import AnnotationStore, Catalog, FeatureRef, annotations_path_for, parse_feature_ref
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,6 +95,8 @@ class AppContext:
     """SAE id -> its activation sample (ard_core.traces) for the activation histogram."""
     densities: LruCache = field(default_factory=lambda: LruCache(16), repr=False)
     """SAE id -> every listed feature's density (the catalog is read-only, so they never change)."""
+    users: Users | None = None
+    """The logins of ``--auth FILE`` (None: no login; annotators type their name)."""
     tables: LruCache = field(default_factory=lambda: LruCache(4), repr=False)
     """'evaluation' -> the paper's tables built from the catalog (read-only, so built once)."""
     _sae_cache: dict = field(default_factory=dict, repr=False)
@@ -119,6 +122,7 @@ class AppContext:
         bertscore: str | None = None,
         max_examples: int = 6,
         audio_limits: AudioLimits | None = None,
+        users: Users | None = None,
     ) -> "AppContext":
         """Open the catalog read-only (a hard requirement: the app never writes it)."""
         from ard_core.config import resolve_device
@@ -127,7 +131,7 @@ class AppContext:
         cat = Catalog.open(catalog_path, read_only=True)
         ann = AnnotationStore(annotations_path or annotations_path_for(catalog_path))
         ctx = cls(catalog_path, cat, ann, device=resolve_device(device), max_examples=max_examples,
-                  bertscore_path=bertscore, audio_limits=audio_limits or AudioLimits())
+                  bertscore_path=bertscore, audio_limits=audio_limits or AudioLimits(), users=users)
         ctx.clap_path = clap if clap is not None else (str(DEFAULT_CLAP) if (DEFAULT_CLAP / "config.json").is_file() else None)
         ctx._open_store()
         if load_model:

@@ -170,3 +170,56 @@ def summary_table(ctx: AppContext) -> pd.DataFrame:
     s = summary(ctx)
     return pd.DataFrame([[a.annotator, a.n_rated, round(a.mean, 3), round(a.std, 3)] for a in s.per_annotator],
                         columns=["annotator", "rated", "mean rating", "std"])
+
+
+# -- logins (--auth) -----------------------------------------------------------------------------
+def annotator_for(ctx: AppContext, typed: str, username: str | None) -> str:
+    """Who is annotating: the logged-in user under ``--auth`` (a typed name is ignored), else the typed name."""
+    if ctx.users is None:
+        return typed
+    if not username:
+        raise UserError("sign in first: this app was started with --auth")
+    return username
+
+
+def session_plan(ctx: AppContext, n: int, seed: int) -> tuple[int, int]:
+    """(n, seed) of a session: the organiser's fixed concept list under ``--auth`` when there is one, else the
+    annotator's own choice."""
+    plan = ctx.annotations.plan() if ctx.users is not None else None
+    return (plan.n, plan.seed) if plan else (int(n or 0), int(seed or 0))
+
+
+def check_owner(ctx: AppContext, session_id: str, username: str | None) -> None:
+    """Under ``--auth`` only the session's own annotator may answer in it (API clients send the session id)."""
+    if ctx.users is not None and ctx.annotations.session(session_id).annotator != username:
+        raise UserError("this session belongs to another annotator")
+
+
+def plan_markdown(ctx: AppContext) -> str:
+    plan = ctx.annotations.plan()
+    if plan is None:
+        return "No concept list is fixed: each annotator chooses N and the seed."
+    return (f"Every annotator rates the same **{plan.n}** concepts (seed {plan.seed}), fixed by {plan.fixed_by} "
+            f"at {plan.fixed_at:%Y-%m-%d %H:%M}.")
+
+
+def fix_plan(ctx: AppContext, username: str | None, n: int | None, seed: int | None) -> str:
+    """An organiser fixes the concept list (N, seed) every annotator's next session draws; ``n`` None releases
+    it. Sessions already started keep their concepts."""
+    if ctx.users is None or not ctx.users.is_organiser(username):
+        raise UserError("only an organiser may fix the concept list")
+    if n is None:
+        ctx.annotations.clear_plan()
+    else:
+        try:
+            ctx.annotations.fix_plan(int(n), int(seed or 0), str(username))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    return plan_markdown(ctx)
+
+
+def export_for(ctx: AppContext, username: str | None) -> Path:
+    """The CSV export: every answer without ``--auth`` or for an organiser, else the user's own answers."""
+    if ctx.users is None or ctx.users.is_organiser(username):
+        return export_csv(ctx)
+    return export_csv(ctx, annotator=username)

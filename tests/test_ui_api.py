@@ -85,3 +85,29 @@ def test_annotation_through_the_client_is_stored(served) -> None:
     assert [(a.label, a.rating) for a in answers] == [("from the api", 3)]
     session = ctx.annotations.start_or_resume("api client", 2, 0, ctx.catalog.named_features())
     assert answers[0].ref == session.features[0]
+
+
+def _readme_api_table() -> dict[str, list[str]]:
+    """The README's API table: endpoint -> its parameters, in order."""
+    from pathlib import Path
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("**API.**", 1)[1].split("```python", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"\| `(/\w+)` \| (.*?) \| ", line)
+        if m:
+            rows[m.group(1)] = re.findall(r"`(\w+)`", m.group(2))
+    return rows
+
+
+def test_the_readme_lists_every_endpoint_with_its_named_parameters(served) -> None:
+    client, _ = served
+    info = client.view_api(print_info=False, return_format="dict")
+    assert info["unnamed_endpoints"] == {}
+    live = {name: [p["parameter_name"] for p in ep["parameters"]] for name, ep in info["named_endpoints"].items()}
+    assert _readme_api_table() == live
+    assert not any(name.startswith("/lambda") for name in live)
+    for name, params in live.items():  # named, never param_0 ...
+        assert all(p and not p.startswith("param_") for p in params), (name, params)

@@ -211,13 +211,13 @@ def lens_table3(rows: Sequence[EvaluationRow], n_pairs: int, key: str = "lens_ta
     return t
 
 
-def by_sae(rows: Sequence[EvaluationRow], key: str, title: str, label: str, digits: int = 2) -> Table:
-    """Any one-metric table as method (lines) x SAE (columns): the score stage's coverage shares, say."""
+def by_sae(rows: Sequence[EvaluationRow], key: str, title: str, digits: int = 2) -> Table:
+    """Any one-metric table as SAE (lines) x method (columns): the score stage's coverage shares, say."""
     saes = sorted({r.sae_id for r in rows})
     idx = {(r.method, r.sae_id): r for r in rows}
     methods = sorted({r.method for r in rows}, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else -1, m))
-    t = Table(key, title, [label], saes)
-    t.rows += [([METHOD_LABEL.get(m, m)], [Cell.of(idx.get((m, s)), digits=digits) for s in saes]) for m in methods]
+    t = Table(key, title, ["SAE"], [METHOD_LABEL.get(m, m) for m in methods])
+    t.rows += [([s], [Cell.of(idx.get((m, s)), digits=digits) for m in methods]) for s in saes]
     return t
 
 
@@ -279,7 +279,7 @@ def catalog_tables(cat: "object") -> list[Table]:
             out.append(lens_table3(t3, len(summary), title="AudioLens Table III: critical layer vs accuracy"))
     if cov := rows("coverage"):
         out.append(by_sae(cov, "coverage", "Share of each method's selected top clips with coverage c < 0.5 "
-                          "(score stage)", "Method"))
+                          "(score stage)"))
     if tm := rows("track_match"):
         t = Table("track_match", "Named AR&D concepts whose name matches a label of the track (similarity >= "
                   "gamma, all SAEs)", ["track"], ["named concepts"])

@@ -187,7 +187,7 @@ def test_lens_curves_and_tables_come_from_the_catalog(ctx: AppContext, run: UiRu
 
 def test_evaluation_tab_shows_the_papers_tables_with_their_spread(ctx: AppContext) -> None:
     got = {t.key: t for t in evaluation.tables(ctx)}
-    assert list(got) == ["table1", "table1_gap", "table4", "steering", "lens_table2", "lens_table3"]
+    assert list(got) == ["table1", "table1_gap", "table4", "steering", "lens_table2", "lens_table3", "coverage"]
     t1 = evaluation.table_frame(got["table1"])
     assert list(t1.columns) == ["Method", "MS", "Precision", "Recall", "F1", "mAP"]
     # methods in the paper's order (Poly. first, AR&D last), each figure with its bootstrap std
@@ -206,6 +206,8 @@ def test_evaluation_tab_shows_the_papers_tables_with_their_spread(ctx: AppContex
     assert list(lens2.columns)[:5] == ["track", "|Y|", "n", "P1 acc", "P1 crit. layer"]
     assert lens2.iloc[0]["P1 acc"] == "90.0"
     assert evaluation.table_frame(got["lens_table3"]).iloc[0].tolist() == ["tiny-random", "6", "0.42", "0.030"]
+    cov = evaluation.table_frame(got["coverage"])  # SAE x method
+    assert cov.values.tolist() == [["tiny-random-l2-e4", "0.12", "0.25"]] and list(cov.columns)[1:] == ["Mean Act.", "AR&D"]
     steer = evaluation.steering_table(ctx)
     assert list(steer["method"]) == ["ard", "ard", "poly", "poly"] and list(steer["layer"]) == [1, 2, 1, 2]
     assert list(steer["best"]) == ["yes", "", "yes", ""]

@@ -253,6 +253,8 @@ def build_ui_run(root: Path) -> UiRun:
     evals += [EvaluationRow("steering", "ard", sae_id_for(MODEL_NAME, 1, EXPANSION), "female->male", 0.75, 0.2,
                             "run", 0.25, 1.0, 4),
               EvaluationRow("steering", "poly", f"{MODEL_NAME}-l1-raw", "female->male", 0.0, 0.0, "run", 0.0, 0.0, 4)]
+    evals += [EvaluationRow("coverage", m, t1, "share_top_clips_c_lt_0.5", v, None)  # precompute/score.py
+              for m, v in (("ard", 0.25), ("mean_act", 0.125))]
     evals += [EvaluationRow("table3", "pearson", MODEL_NAME, "r", 0.42, None),
               EvaluationRow("table3", "pearson", MODEL_NAME, "p_value", 0.03, None)]
     # the per-clip view of one test clip and detection scores of the planted features

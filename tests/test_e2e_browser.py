@@ -243,6 +243,11 @@ def test_every_tab_renders(page, server: str, shots: Path) -> None:
         page.get_by_role("tab", name=tab).click()
         expect(page.locator(probe).first).to_be_visible(timeout=SLOW)
         page.screenshot(path=str(shots / f"7-{tab.lower()}.png"), full_page=True)
+        if tab == "Evaluation":  # a table's CSV downloads, with its figures as numbers
+            with page.expect_download(timeout=SLOW) as download:
+                page.locator("#eval-table1-csv").click()
+            rows = download.value.path().read_text().splitlines()
+            assert rows[0].startswith("Method,MS,") and "F1 std" in rows[0] and rows[-1].startswith("AR&D,8.0,")
 
 
 def test_inspect_an_own_clip_then_open_a_feature_and_steer_it(page, server: str, run: UiRun, shots: Path,

@@ -128,7 +128,7 @@ def _render_clip_view(ctx: AppContext) -> tuple:
 def _table_block(title: str, frame: pd.DataFrame, csv: Path, elem_id: str) -> None:
     gr.Markdown(f"#### {title}")
     gr.Dataframe(frame, interactive=False, wrap=True, elem_id=elem_id)
-    gr.DownloadButton("CSV", value=str(csv), size="sm", elem_id=f"{elem_id}-csv")
+    gr.DownloadButton(f"Download CSV ({csv.name})", value=str(csv), size="sm", elem_id=f"{elem_id}-csv")
 
 
 def render(ctx: AppContext) -> EvaluationWidgets:

@@ -119,9 +119,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
     p.add_argument("--force", action="store_true", help="redo every stage, even completed ones")
     p.add_argument("--from", dest="start", choices=PIPELINE, help="redo from this stage on")
+    p.add_argument("--profile", action="store_true",
+                   help="at the end, print each stage's wall time, what it needs and the critical path")
 
 
 def main(args: argparse.Namespace) -> int:
     outcomes = run_all(Path(args.config), force=args.force, start=args.start, overrides=args.overrides)
     print("[run] summary: " + ", ".join(f"{s}={o}" for s, o in outcomes))
+    if args.profile:
+        from precompute.graph import format_profile, profile
+
+        print(format_profile(profile(RunConfig.load(Path(args.config), args.overrides))))
     return 1 if any(o == "failed" for _, o in outcomes) else 0

@@ -157,3 +157,19 @@ def test_training_verbs_train_measure_and_write_the_card(tmp_path: Path, verb: s
     readme = (out / "README.md").read_text()
     assert readme == render_card(verb.replace("-", "_"), card.card_values(out, result))
     assert f"python -m forge {verb}" in readme
+
+
+def test_the_cards_longer_run_figures_are_the_kept_measurement() -> None:
+    """aims.json's note quotes the longer run's test P3 accuracies; they must be those of longer_run/eval.json."""
+    import json
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "assets" / "models" / "tiny-audiollm"
+    note = json.loads((folder / "aims.json").read_text())["note"]
+    ev = json.loads((folder / "longer_run" / "eval.json").read_text())
+    p3 = {r["track"]: 100 * r["accuracy"] for r in ev["accuracy"] if r["fmt"] == "P3"}
+    quoted = dict(re.findall(r"(gender|language|emotion|animal|sound event) (\d+\.\d)%", note.split("(this model")[0]))
+    assert {t.replace(" ", "_"): float(v) for t, v in quoted.items()} == {t: round(v, 1) for t, v in p3.items()}
+    summary = json.loads((folder / "longer_run" / "train_summary.json").read_text())
+    assert f"{summary['train_minutes']:.1f} min wall" in note and summary["steps_done"] == 6000

@@ -115,8 +115,9 @@ def _evaluation_values(result: dict) -> dict[str, object]:
 
 
 def aims(folder: Path, result: dict) -> str:
-    """The P3 aims of ``folder/aims.json`` ({"p3": {track: fraction}, "why": {track: text}}) against the
-    measured test accuracy: met or missed, and for a missed aim the reason recorded beside it."""
+    """The P3 aims of ``folder/aims.json`` ({"p3": {track: fraction}, "why": {track: text}, "note": text})
+    against the measured test accuracy: met or missed, for a missed aim the reason recorded beside it, then the
+    note (what else was tried)."""
     path = Path(folder) / "aims.json"
     if not path.is_file():
         return "(no aims recorded for this model)"
@@ -131,7 +132,8 @@ def aims(folder: Path, result: dict) -> str:
         lines.append(f"| {track} | >= {100 * aim:.0f}% | {shown} | {'met' if met else 'missed'} |")
         if not met:
             why.append(f"- **{track}** missed: {spec.get('why', {}).get(track, 'no reason recorded')}")
-    return "\n".join(lines + ([""] + why if why else []))
+    note = [""] + [spec["note"]] if spec.get("note") else []
+    return "\n".join(lines + ([""] + why if why else []) + note)
 
 
 def learning_curve(folder: Path) -> str:

@@ -60,12 +60,18 @@ def critical_path(seconds: Mapping[str, float], needs: Mapping[str, Sequence[str
     return path[::-1], finish[end]
 
 
-def profile(run: RunConfig) -> Profile:
+def recorded_seconds(run: RunConfig) -> dict[str, float]:
+    """Stage -> its last completed run's wall time (``stages/NAME.time.json``), in pipeline order."""
     seconds = {}
     for stage in NEEDS:
         path = handover.stage_time(run, stage)
         if path.is_file():
             seconds[stage] = float(json.loads(path.read_text())["seconds"])
+    return seconds
+
+
+def profile(run: RunConfig) -> Profile:
+    seconds = recorded_seconds(run)
     path, crit = critical_path(seconds)
     return Profile(seconds, sum(seconds.values()), path, crit)
 

@@ -15,7 +15,6 @@ code produces.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -26,8 +25,9 @@ from ard_core.catalog import Catalog, EvaluationRow, SaeRow
 from ard_core.config import ConfigError, RunConfig
 from ard_core.durable import write_text
 from precompute import handover
-from precompute.cli import STAGES, add_config_argument, load_config
+from precompute.cli import add_config_argument, load_config
 from precompute.configs import EvaluateConfig, QualityConfig, ScoreConfig, SteerEvalConfig
+from precompute.graph import recorded_seconds
 from precompute.lens_report import enrichment_table, table2
 from precompute.markdown import gaps_md, reference_check_md, steering_md, table1_md, table4_md
 from precompute.quality_report import quality_md
@@ -53,11 +53,7 @@ def commit(repo: Path) -> str:
 
 
 def stage_times(run: RunConfig) -> list[str]:
-    times = {}
-    for stage in STAGES:  # in pipeline order
-        path = handover.stage_time(run, stage)
-        if path.is_file():
-            times[stage] = float(json.loads(path.read_text())["seconds"])
+    times = recorded_seconds(run)
     if not times:
         return ["Stage times: not recorded (run the pipeline with `python -m precompute run`)."]
     total = sum(times.values())

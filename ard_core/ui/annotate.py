@@ -245,6 +245,7 @@ def endpoints(ctx: AppContext) -> Endpoints:
         sid = _session_id(ctx, state, request)
         return view(ctx, submit_rating(ctx, sid, state["index"], rating))
 
+    @guard
     def annotate_submit(annotator: str, n: int, seed: int, ref: str, label: str, rating: int,
                         request: gr.Request = None) -> dict:
         """One whole answer (own label, then rating) to a named concept of a started session; safe to retry.
@@ -257,8 +258,7 @@ def endpoints(ctx: AppContext) -> Endpoints:
             label: the annotator's own label for it
             rating: 0 (unrelated) to 5 (exact)
         """
-        return guard(lambda: submit_answer(ctx, annotator_for(ctx, annotator, _user(request)), n, seed, ref, label,
-                                           rating))()
+        return submit_answer(ctx, annotator_for(ctx, annotator, _user(request)), n, seed, ref, label, rating)
 
     return Endpoints(annotate_start, annotate_label, annotate_rate, annotate_submit)
 
@@ -309,12 +309,11 @@ def listen_logins(ctx: AppContext, w: AnnotateWidgets, demo: gr.Blocks) -> None:
 
     @guard
     def on_load(request: gr.Request = None):  # noqa: ANN202
-        user, plan = _user(request), ctx.annotations.plan()
+        user, plan, text = _user(request), ctx.annotations.plan(), plan_markdown(ctx)
         # a fixed concept list: N and the seed are the organiser's, shown but not editable
         n = gr.Number(value=plan.n, interactive=False) if plan else gr.Number(interactive=True)
         seed = gr.Number(value=plan.seed, interactive=False) if plan else gr.Number(interactive=True)
-        return (user or "", n, seed, plan_markdown(ctx) if plan else "",
-                gr.Accordion(visible=ctx.users.is_organiser(user)), plan_markdown(ctx))
+        return (user or "", n, seed, text if plan else "", gr.Accordion(visible=ctx.users.is_organiser(user)), text)
 
     def organise(release: bool):  # noqa: ANN202
         @guard

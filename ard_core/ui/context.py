@@ -97,8 +97,6 @@ class AppContext:
     """SAE id -> every listed feature's density (the catalog is read-only, so they never change)."""
     users: Users | None = None
     """The logins of ``--auth FILE`` (None: no login; annotators type their name)."""
-    tables: LruCache = field(default_factory=lambda: LruCache(4), repr=False)
-    """'evaluation' -> the paper's tables built from the catalog (read-only, so built once)."""
     _sae_cache: dict = field(default_factory=dict, repr=False)
     _clap: Any = field(default=None, repr=False)
     _bert: Any = field(default=None, repr=False)

@@ -25,8 +25,8 @@ STEERING_TITLE = ("Table 3 per layer: each method's (feature, value) chosen on p
 
 
 def tables(ctx: AppContext) -> list[Table]:
-    """The paper's tables this catalog has rows for (:func:`ard_core.tables.catalog_tables`), built once."""
-    return ctx.tables.get("evaluation", lambda: catalog_tables(ctx.catalog))
+    """The paper's tables this catalog has rows for (:func:`ard_core.tables.catalog_tables`)."""
+    return catalog_tables(ctx.catalog)
 
 
 def table_frame(table: Table) -> pd.DataFrame:
